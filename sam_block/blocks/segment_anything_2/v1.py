@@ -1,0 +1,208 @@
+"""Workflow block `sam_block/segment_anything_2@v1`: glue between the engine and SAM 2."""
+
+from __future__ import annotations
+
+from typing import List, Literal, Optional, Type, Union
+
+import numpy as np
+import supervision as sv
+from pydantic import ConfigDict, Field
+
+from inference.core.workflows.core_steps.common.utils import (
+    attach_parents_coordinates_to_sv_detections,
+)
+from inference.core.workflows.execution_engine.constants import (
+    IMAGE_DIMENSIONS_KEY,
+    PARENT_ID_KEY,
+    PREDICTION_TYPE_KEY,
+)
+from inference.core.workflows.execution_engine.entities.base import (
+    Batch,
+    OutputDefinition,
+    WorkflowImageData,
+)
+from inference.core.workflows.execution_engine.entities.types import (
+    BOOLEAN_KIND,
+    FLOAT_ZERO_TO_ONE_KIND,
+    IMAGE_KIND,
+    INSTANCE_SEGMENTATION_PREDICTION_KIND,
+    KEYPOINT_DETECTION_PREDICTION_KIND,
+    OBJECT_DETECTION_PREDICTION_KIND,
+    STRING_KIND,
+    FloatZeroToOne,
+    ImageInputField,
+    Selector,
+)
+from inference.core.workflows.prototypes.block import (
+    BlockResult,
+    WorkflowBlock,
+    WorkflowBlockManifest,
+)
+from sam_block.detections import masks_to_detections
+from sam_block.images import to_rgb_uint8
+from sam_block.prompts import detections_to_prompts, whole_image_prompt
+from sam_block.runtime.device import resolve_device
+from sam_block.runtime.models import MODELS
+from sam_block.runtime.predictor import Sam2Predictor
+
+TYPE_IDENTIFIER = "sam_block/segment_anything_2@v1"
+
+LONG_DESCRIPTION = """
+Turn every box of an upstream detector into a precise segmentation mask with
+Segment Anything 2.1, running **locally** (CPU or GPU) — no API key, no remote server.
+
+Connect the predictions of any object-detection, instance-segmentation or
+keypoint-detection step to **Boxes**. Each box prompts SAM 2 once; the mask it
+returns keeps the box's class name and class id, and points back to the box
+through `parent_id`. The image is encoded once and all its boxes are decoded in
+one batch. Masks are exact model output at full image resolution.
+
+Without boxes the whole image is used as a single prompt.
+
+Checkpoints are read from `SAM_BLOCK_CHECKPOINT_DIR` (default `~/.cache/sam_block`)
+and downloaded from Meta on first use; `SAM_BLOCK_DEVICE` picks `cpu` or `cuda`.
+"""
+
+
+class BlockManifest(WorkflowBlockManifest):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "name": "Segment Anything 2 (local)",
+            "version": "v1",
+            "short_description": "Turn detected boxes into precise masks with SAM 2, locally.",
+            "long_description": LONG_DESCRIPTION,
+            "license": "Apache-2.0",
+            "block_type": "model",
+            "search_keywords": ["SAM2", "SAM 2", "segment anything", "mask", "box to mask", "META"],
+            "ui_manifest": {
+                "section": "model",
+                "icon": "fa-brands fa-meta",
+                "blockPriority": 9.5,
+                "inference": True,
+            },
+        },
+        protected_namespaces=(),
+    )
+
+    type: Literal["sam_block/segment_anything_2@v1"]
+    images: Selector(kind=[IMAGE_KIND]) = ImageInputField
+    boxes: Optional[
+        Selector(
+            kind=[
+                OBJECT_DETECTION_PREDICTION_KIND,
+                INSTANCE_SEGMENTATION_PREDICTION_KIND,
+                KEYPOINT_DETECTION_PREDICTION_KIND,
+            ]
+        )
+    ] = Field(
+        default=None,
+        description="Predictions of a detector step. Each box becomes one mask that keeps the "
+        "box's class name. Leave empty to segment the whole image.",
+        examples=["$steps.object_detection_model.predictions"],
+        json_schema_extra={"always_visible": True},
+    )
+    version: Union[
+        Literal["hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large"],
+        Selector(kind=[STRING_KIND]),
+    ] = Field(
+        default="hiera_tiny",
+        description="SAM 2.1 model size: hiera_tiny is fastest, hiera_large most accurate "
+        "(hiera_small and hiera_b_plus sit in between).",
+        examples=["hiera_tiny", "$inputs.sam_version"],
+    )
+    threshold: Union[FloatZeroToOne, Selector(kind=[FLOAT_ZERO_TO_ONE_KIND])] = Field(
+        default=0.0,
+        description="Drop masks whose quality score (SAM's predicted IoU, 0–1) is below this value. "
+        "0 keeps every non-empty mask.",
+        examples=[0.5, "$inputs.sam_threshold"],
+    )
+    multimask_output: Union[bool, Selector(kind=[BOOLEAN_KIND])] = Field(
+        default=True,
+        description="Let SAM propose three masks per box and keep the best-scoring one "
+        "(recommended for ambiguous boxes). Off: use SAM's single-mask output.",
+        examples=[True, "$inputs.multimask_output"],
+    )
+
+    @classmethod
+    def get_parameters_accepting_batches(cls) -> List[str]:
+        return ["images", "boxes"]
+
+    @classmethod
+    def describe_outputs(cls) -> List[OutputDefinition]:
+        return [OutputDefinition(name="predictions", kind=[INSTANCE_SEGMENTATION_PREDICTION_KIND])]
+
+    @classmethod
+    def get_execution_engine_compatibility(cls) -> Optional[str]:
+        return ">=1.3.0,<2.0.0"
+
+
+class SegmentAnything2BlockV1(WorkflowBlock):
+    """Segments every upstream box with a locally loaded SAM 2.1 model."""
+
+    @classmethod
+    def get_init_parameters(cls) -> List[str]:
+        return []
+
+    @classmethod
+    def get_manifest(cls) -> Type[WorkflowBlockManifest]:
+        return BlockManifest
+
+    def run(
+        self,
+        images: Batch[WorkflowImageData],
+        boxes: Optional[Batch[Optional[sv.Detections]]],
+        version: str,
+        threshold: float,
+        multimask_output: bool,
+    ) -> BlockResult:
+        predictor = Sam2Predictor(MODELS.get(version, resolve_device()))
+        prompts_per_image = [None] * len(images) if boxes is None else list(boxes)
+        return [
+            {"predictions": self._segment(predictor, image, prompts, boxes is None, float(threshold), bool(multimask_output))}
+            for image, prompts in zip(images, prompts_per_image)
+        ]
+
+    @staticmethod
+    def _segment(
+        predictor: Sam2Predictor,
+        image: WorkflowImageData,
+        upstream: Optional[sv.Detections],
+        unprompted: bool,
+        threshold: float,
+        multimask_output: bool,
+    ) -> sv.Detections:
+        rgb = to_rgb_uint8(image.numpy_image, channel_order="bgr")
+        size = rgb.shape[:2]
+        if unprompted:
+            prompts, provenance = whole_image_prompt(size)
+        else:
+            prompts, provenance = detections_to_prompts(upstream if upstream is not None else sv.Detections.empty(), size)
+        prediction = predictor.predict(predictor.encode(rgb), prompts, multimask_output) if len(prompts) else None
+        image_parent_id = image.parent_metadata.parent_id
+        parent_id = [image_parent_id if pid is None else str(pid) for pid in provenance.parent_id]
+        detections = masks_to_detections(
+            masks=prediction.masks if prediction else np.zeros((0, *size), dtype=bool),
+            scores=prediction.scores if prediction else np.zeros(0, dtype=np.float32),
+            class_id=provenance.class_id,
+            class_name=provenance.class_name,
+            parent_id=parent_id,
+            threshold=threshold,
+        )
+        return attach_engine_metadata(detections, image)
+
+
+def attach_engine_metadata(detections: sv.Detections, image: WorkflowImageData) -> sv.Detections:
+    """Add what the engine's own model blocks attach: prediction type, image size, parent/root coordinates.
+
+    ``parent_id`` stays the prompt's detection id (the engine's helper would overwrite it
+    with the image's id).
+    """
+    parent_id = detections.data[PARENT_ID_KEY]
+    height, width = image.numpy_image.shape[:2]
+    detections[PREDICTION_TYPE_KEY] = np.array(["instance-segmentation"] * len(detections))
+    detections[IMAGE_DIMENSIONS_KEY] = np.array([[height, width]] * len(detections)).reshape(-1, 2)
+    if len(detections) == 0:
+        detections.metadata[IMAGE_DIMENSIONS_KEY] = [height, width]
+    detections = attach_parents_coordinates_to_sv_detections(detections, image)
+    detections[PARENT_ID_KEY] = parent_id
+    return detections

@@ -1,0 +1,102 @@
+"""Build SAM 2 models from the ``sam2`` package's configs and share them per (version, device)."""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import threading
+from pathlib import Path
+from typing import Dict, Tuple
+
+import torch
+
+from sam_block.runtime.checkpoints import load_state_dict, resolve_checkpoint
+from sam_block.runtime.variants import Variant, get_variant
+
+logger = logging.getLogger(__name__)
+
+# Meta's build_sam2(apply_postprocessing=True) settings for image prediction: when
+# the single-mask output is unstable, fall back to the best multimask proposal.
+_POSTPROCESSING_OVERRIDES = {
+    "model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability": True,
+    "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta": 0.05,
+    "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh": 0.98,
+}
+
+
+def config_path(variant: Variant) -> Path:
+    """Absolute path of the variant's YAML config."""
+    path = Path(variant.config)
+    if path.is_absolute():
+        return path
+    return Path(str(importlib.resources.files("sam2") / variant.config))
+
+
+def build_model(variant: Variant) -> torch.nn.Module:
+    """Instantiate the SAM 2 architecture of `variant` with untrained weights, in eval mode.
+
+    The config is read directly with OmegaConf (no global Hydra state), so this works
+    whatever else in the process initialised Hydra.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(config_path(variant))
+    for key, value in _POSTPROCESSING_OVERRIDES.items():
+        OmegaConf.update(config, key, value, force_add=True)
+    OmegaConf.resolve(config)
+    return instantiate(config.model, _recursive_=True).eval()
+
+
+def load_model(variant: Variant, device: torch.device) -> torch.nn.Module:
+    """Build `variant` and load its checkpoint (downloaded if missing) onto `device`."""
+    path = resolve_checkpoint(variant)
+    state_dict = load_state_dict(path)
+    model = build_model(variant)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        from sam_block.errors import CheckpointCorruptError
+
+        raise CheckpointCorruptError(
+            f"Checkpoint {path} does not fit SAM 2 version {variant.name!r}: "
+            f"{len(missing)} missing weights (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected weights (e.g. {unexpected[:3]}). "
+            f"Is it the checkpoint of another version?"
+        )
+    logger.info("Loaded SAM 2 %s from %s on %s", variant.name, path, device)
+    return model.to(device).eval()
+
+
+class ModelRegistry:
+    """Loaded models, shared by every step and run in the process.
+
+    Each (version, device) is loaded once, even when many threads ask at once.
+    """
+
+    def __init__(self) -> None:
+        self._models: Dict[Tuple[str, str], torch.nn.Module] = {}
+        self._locks: Dict[Tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, version: str, device: torch.device) -> torch.nn.Module:
+        key = (version, str(device))
+        model = self._models.get(key)
+        if model is not None:
+            return model
+        variant = get_variant(version)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            model = self._models.get(key)
+            if model is None:
+                model = load_model(variant, device)
+                self._models[key] = model
+        return model
+
+    def clear(self) -> None:
+        with self._guard:
+            self._models.clear()
+            self._locks.clear()
+
+
+MODELS = ModelRegistry()

@@ -1,0 +1,193 @@
+"""Encode an image once, decode every prompt in batches, keep the best mask of each.
+
+This module knows SAM 2 and torch, nothing of supervision or the workflow engine.
+Coordinates are pixels of the original image; images are RGB uint8 ``(H, W, 3)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BOX_CORNER_LABELS = (2, 3)  # SAM's labels for a box's top-left and bottom-right corners
+NOT_A_POINT_LABEL = -1
+DEFAULT_DECODER_BATCH = 64
+_UPSAMPLE_BUDGET_BYTES = 256 << 20  # float32 buffer used while upsampling chosen masks
+
+
+@dataclass
+class PromptBatch:
+    """Prompts for one image; row ``i`` of every array belongs to prompt ``i``.
+
+    Attributes:
+        boxes: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in pixels, or ``None``.
+        point_coords: ``(N, P, 2)`` float32 pixels, or ``None``.
+        point_labels: ``(N, P)`` int32: 1 foreground, 0 background, -1 padding.
+        mask_inputs: ``(N, 256, 256)`` float32 low-resolution mask logits, or ``None``.
+    """
+
+    boxes: Optional[np.ndarray] = None
+    point_coords: Optional[np.ndarray] = None
+    point_labels: Optional[np.ndarray] = None
+    mask_inputs: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        for array in (self.boxes, self.point_coords, self.mask_inputs):
+            if array is not None:
+                return len(array)
+        return 0
+
+    def subset(self, rows: slice) -> "PromptBatch":
+        pick = lambda a: None if a is None else a[rows]  # noqa: E731
+        return PromptBatch(pick(self.boxes), pick(self.point_coords), pick(self.point_labels), pick(self.mask_inputs))
+
+
+@dataclass
+class ImageEmbedding:
+    """What the mask decoder needs of one encoded image."""
+
+    image_embed: torch.Tensor  # (1, C, h, w), lowest resolution level
+    high_res_feats: List[torch.Tensor]  # finer levels, each (1, C_i, h_i, w_i)
+    original_size: Tuple[int, int]  # (H, W) of the image that was encoded
+
+
+@dataclass
+class MaskPrediction:
+    """One mask per prompt, at the original image's resolution."""
+
+    masks: np.ndarray  # (N, H, W) bool
+    scores: np.ndarray  # (N,) float32: SAM's predicted IoU of each returned mask
+    low_res_logits: np.ndarray = field(repr=False)  # (N, 256, 256) float32 logits of each mask
+
+
+class Sam2Predictor:
+    """Runs a SAM 2 model (``SAM2Base``) on images and prompt batches.
+
+    Example:
+        >>> predictor = Sam2Predictor(model)
+        >>> embedding = predictor.encode(rgb_image)
+        >>> result = predictor.predict(embedding, PromptBatch(boxes=np.array([[10, 10, 90, 80]])))
+        >>> result.masks.shape  # (1, H, W)
+    """
+
+    def __init__(self, model: torch.nn.Module, mask_threshold: float = 0.0, decoder_batch: int = DEFAULT_DECODER_BATCH):
+        self.model = model
+        self.mask_threshold = mask_threshold
+        self.decoder_batch = max(1, int(decoder_batch))
+        self.image_size = int(model.image_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def preprocess(self, image_rgb: np.ndarray) -> torch.Tensor:
+        """RGB uint8 ``(H, W, 3)`` → normalised ``(1, 3, S, S)`` float tensor on the model's device."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(self.device)
+        tensor = tensor.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        tensor = F.interpolate(
+            tensor, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+        )
+        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        return (tensor - mean) / std
+
+    @torch.inference_mode()
+    def encode(self, image_rgb: np.ndarray) -> ImageEmbedding:
+        """Run the image encoder once; the result serves any number of prompts."""
+        height, width = image_rgb.shape[:2]
+        with self._autocast():
+            backbone_out = self.model.forward_image(self.preprocess(image_rgb))
+            _, vision_feats, _, feat_sizes = self.model._prepare_backbone_features(backbone_out)
+            if self.model.directly_add_no_mem_embed:
+                vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
+        # (h*w, 1, C) → (1, C, h, w), finest level first
+        feats = [feat.permute(1, 2, 0).reshape(1, -1, h, w) for feat, (h, w) in zip(vision_feats, feat_sizes)]
+        return ImageEmbedding(image_embed=feats[-1], high_res_feats=feats[:-1], original_size=(height, width))
+
+    @torch.inference_mode()
+    def predict(self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool = True) -> MaskPrediction:
+        """Decode every prompt and keep, per prompt, the mask SAM scores highest.
+
+        With ``multimask_output=True`` SAM proposes three masks per prompt and the one
+        with the highest predicted IoU is returned; with ``False`` the single-mask head
+        is used (falling back to the best proposal when it is unstable, as Meta does).
+        """
+        height, width = embedding.original_size
+        count = len(prompts)
+        if count == 0:
+            return MaskPrediction(
+                masks=np.zeros((0, height, width), dtype=bool),
+                scores=np.zeros((0,), dtype=np.float32),
+                low_res_logits=np.zeros((0, 4 * self.image_size // 16, 4 * self.image_size // 16), dtype=np.float32),
+            )
+        logits, scores = [], []
+        for start in range(0, count, self.decoder_batch):
+            chunk_logits, chunk_scores = self._decode(embedding, prompts.subset(slice(start, start + self.decoder_batch)), multimask_output)
+            logits.append(chunk_logits)
+            scores.append(chunk_scores)
+        low_res = torch.cat(logits)
+        return MaskPrediction(
+            masks=self.upsample_masks(low_res, (height, width)),
+            scores=torch.cat(scores).float().cpu().numpy(),
+            low_res_logits=low_res.float().cpu().numpy(),
+        )
+
+    def _decode(self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits ``(n, h, w)`` and scores ``(n,)`` of the best mask of each prompt."""
+        points = self._prompt_points(prompts, embedding.original_size)
+        mask_input = None
+        if prompts.mask_inputs is not None:
+            mask_input = torch.as_tensor(prompts.mask_inputs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        with self._autocast():
+            sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
+            low_res, iou, _, _ = self.model.sam_mask_decoder(
+                image_embeddings=embedding.image_embed,
+                image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+                repeat_image=len(prompts) > 1,
+                high_res_features=embedding.high_res_feats,
+            )
+        best = iou.argmax(dim=1)
+        rows = torch.arange(len(best), device=best.device)
+        return low_res[rows, best].float(), iou[rows, best].float()
+
+    def _prompt_points(self, prompts: PromptBatch, original_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Boxes (as two labelled corners) followed by points, in model input coordinates."""
+        coords, labels = [], []
+        if prompts.boxes is not None:
+            boxes = np.asarray(prompts.boxes, dtype=np.float32).reshape(-1, 2, 2)
+            coords.append(boxes)
+            labels.append(np.broadcast_to(np.array(BOX_CORNER_LABELS, dtype=np.int32), (len(boxes), 2)))
+        if prompts.point_coords is not None:
+            coords.append(np.asarray(prompts.point_coords, dtype=np.float32))
+            labels.append(np.asarray(prompts.point_labels, dtype=np.int32))
+        height, width = original_size
+        scale = np.array([self.image_size / width, self.image_size / height], dtype=np.float32)
+        coords_t = torch.as_tensor(np.concatenate(coords, axis=1) * scale, device=self.device)
+        labels_t = torch.as_tensor(np.concatenate(labels, axis=1), device=self.device)
+        return coords_t, labels_t
+
+    def upsample_masks(self, low_res_logits: torch.Tensor, size: Tuple[int, int]) -> np.ndarray:
+        """Bilinearly upsample ``(N, h, w)`` logits to ``size`` and threshold them, a few masks at a time."""
+        height, width = size
+        out = np.empty((len(low_res_logits), height, width), dtype=bool)
+        step = max(1, _UPSAMPLE_BUDGET_BYTES // max(1, 4 * height * width))
+        for start in range(0, len(low_res_logits), step):
+            chunk = low_res_logits[start : start + step].float().unsqueeze(1)
+            upsampled = F.interpolate(chunk, size=(height, width), mode="bilinear", align_corners=False)
+            out[start : start + step] = (upsampled[:, 0] > self.mask_threshold).cpu().numpy()
+        return out
