@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import supervision as sv
@@ -16,13 +16,15 @@ def masks_to_detections(
     class_name: Sequence[str],
     parent_id: Sequence[str],
     threshold: float = 0.0,
+    stability_score: Optional[np.ndarray] = None,
 ) -> sv.Detections:
     """Build detections from one mask per prompt.
 
     A mask is dropped when its score is below `threshold` or when it is empty.
     ``xyxy`` is the tight box of each mask, ``confidence`` its score; ``class_id``,
     ``data["class_name"]`` and ``data["parent_id"]`` are copied from the prompt, and
-    every detection gets a new unique ``data["detection_id"]``.
+    every detection gets a new unique ``data["detection_id"]``; `stability_score`, when
+    given, lands in ``data["stability_score"]``.
 
     Example:
         >>> masks = np.zeros((1, 4, 5), bool); masks[0, 1:3, 2:4] = True
@@ -34,6 +36,8 @@ def masks_to_detections(
     keep = (scores >= threshold) & masks.any(axis=(1, 2))
     masks = masks[keep]
     count = len(masks)
+    if stability_score is None:
+        stability_score = np.zeros(len(keep), dtype=np.float32)
     return sv.Detections(
         xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if count else np.zeros((0, 4), dtype=np.float32),
         mask=masks,
@@ -45,5 +49,6 @@ def masks_to_detections(
             if count
             else np.zeros(0, dtype=str),
             "parent_id": np.asarray(parent_id, dtype=object)[keep].astype(str) if count else np.zeros(0, dtype=str),
+            "stability_score": np.asarray(stability_score, dtype=np.float32)[keep],
         },
     )

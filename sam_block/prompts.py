@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import supervision as sv
 
-from sam_block.runtime.predictor import PromptBatch
+from sam_block.runtime.predictor import NOT_A_POINT_LABEL, PromptBatch
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,8 @@ DEFAULT_CLASS_ID = 0
 DEFAULT_CLASS_NAME = "foreground"
 CLASS_NAME_KEY = "class_name"
 DETECTION_ID_KEY = "detection_id"
+KEYPOINTS_XY_KEY = "keypoints_xy"
+KEYPOINTS_CONFIDENCE_KEY = "keypoints_confidence"
 
 
 @dataclass
@@ -87,10 +89,20 @@ def sanitize_boxes(xyxy: np.ndarray, image_size: Tuple[int, int]) -> Tuple[np.nd
     return clipped.astype(np.float32), keep
 
 
-def detections_to_prompts(detections: sv.Detections, image_size: Tuple[int, int]) -> Tuple[PromptBatch, Provenance]:
-    """One box prompt per usable detection, with the class and id it carries.
+def detections_to_prompts(
+    detections: sv.Detections,
+    image_size: Tuple[int, int],
+    keypoint_confidence: float = 0.5,
+    use_mask_prompts: bool = False,
+) -> Tuple[PromptBatch, Provenance]:
+    """One prompt per usable detection, with the class and id it carries.
 
-    Missing ``class_id`` becomes 0 and missing ``class_name`` ``"foreground"``.
+    Every prompt has the detection's box. Keypoint detections add their visible
+    keypoints (confidence ≥ `keypoint_confidence`, inside the image) as positive
+    points; rows with fewer points are padded with SAM's not-a-point label. With
+    `use_mask_prompts`, an upstream mask of the image's size is passed as SAM's
+    mask prompt so SAM refines it. Missing ``class_id`` becomes 0 and missing
+    ``class_name`` ``"foreground"``.
     """
     boxes, keep = sanitize_boxes(detections.xyxy, image_size)
     count = len(detections)
@@ -108,16 +120,64 @@ def detections_to_prompts(detections: sv.Detections, image_size: Tuple[int, int]
         class_name=np.asarray([str(name) for name in np.asarray(class_name)[index]], dtype=object),
         parent_id=np.asarray(parent_id, dtype=object)[index],
     )
-    return PromptBatch(boxes=boxes[index]), provenance
+    prompts = PromptBatch(boxes=boxes[index])
+    points = keypoint_prompts(detections, index, image_size, keypoint_confidence)
+    if points is not None:
+        prompts.point_coords, prompts.point_labels = points
+    if use_mask_prompts and detections.mask is not None and len(index):
+        prompts.mask_inputs, prompts.mask_valid = mask_prompts(detections, index, image_size)
+    return prompts, provenance
 
 
-def whole_image_prompt(image_size: Tuple[int, int]) -> Tuple[PromptBatch, Provenance]:
-    """A single box prompt covering the whole image (used when no boxes are bound)."""
+def keypoint_prompts(
+    detections: sv.Detections, index: np.ndarray, image_size: Tuple[int, int], min_confidence: float
+) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """Visible keypoints of the detections at `index` as padded ``(N, P, 2)`` points and ``(N, P)`` labels.
+
+    ``None`` when the detections carry no keypoints. Rows without visible keypoints are
+    all padding (the prompt is then the box alone).
+    """
+    xy_column = _column(detections, KEYPOINTS_XY_KEY)
+    if xy_column is None or not len(index):
+        return None
+    confidence_column = _column(detections, KEYPOINTS_CONFIDENCE_KEY)
     height, width = image_size
-    provenance = Provenance(
-        source_index=np.zeros(1, dtype=int),
-        class_id=np.full(1, DEFAULT_CLASS_ID),
-        class_name=np.array([DEFAULT_CLASS_NAME], dtype=object),
-        parent_id=np.array([None], dtype=object),
-    )
-    return PromptBatch(boxes=np.array([[0, 0, width, height]], dtype=np.float32)), provenance
+    visible: List[np.ndarray] = []
+    for row in index:
+        xy = np.asarray(xy_column[row], dtype=np.float64).reshape(-1, 2)
+        if confidence_column is not None:
+            confidence = np.asarray(confidence_column[row], dtype=np.float64).reshape(-1)
+            if len(confidence) != len(xy):
+                logger.warning("Detection %d has %d keypoints but %d confidences; ignoring its keypoints.", row, len(xy), len(confidence))
+                visible.append(np.zeros((0, 2)))
+                continue
+            xy = xy[confidence >= min_confidence]
+        inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+        visible.append(xy[inside])
+    most = max(len(v) for v in visible)
+    if most == 0:
+        return None
+    coords = np.zeros((len(index), most, 2), dtype=np.float32)
+    labels = np.full((len(index), most), NOT_A_POINT_LABEL, dtype=np.int32)
+    for row, xy in enumerate(visible):
+        coords[row, : len(xy)] = xy
+        labels[row, : len(xy)] = 1
+    return coords, labels
+
+
+def mask_prompts(detections: sv.Detections, index: np.ndarray, image_size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Upstream masks of the detections at `index` (``(N, H, W)`` bool) and which rows are usable."""
+    height, width = image_size
+    masks = np.zeros((len(index), height, width), dtype=bool)
+    valid = np.zeros(len(index), dtype=bool)
+    for row, source in enumerate(index):
+        mask = np.asarray(detections.mask[source])
+        if mask.shape != (height, width):
+            logger.warning(
+                "Ignoring the mask of detection %d: its shape %s is not the image's (%d, %d); using its box alone.",
+                source, mask.shape, height, width,
+            )
+            continue
+        masks[row] = mask.astype(bool)
+        valid[row] = masks[row].any()
+    return masks, valid

@@ -33,8 +33,16 @@ def build_random_checkpoint(path: Path, seed: int = 0, version: str = "hiera_tin
     from sam_block.runtime.variants import get_variant
 
     torch.manual_seed(seed)
-    model = build_model(get_variant(version))
-    torch.save({"model": model.state_dict()}, path)
+    state = build_model(get_variant(version)).state_dict()
+    # Untrained decoders produce logits within ±1, so every stability score is 0 and
+    # segment-everything finds nothing. Scaling the last layer of the mask and IoU heads
+    # keeps every mask's sign pattern but spreads logits and scores like a trained model.
+    for key in state:
+        if key.startswith("sam_mask_decoder.output_hypernetworks_mlps.") and ".layers.2." in key:
+            state[key] *= 20
+        if key.startswith("sam_mask_decoder.iou_prediction_head.layers.2."):
+            state[key] *= 5
+    torch.save({"model": state}, path)
     return path
 
 

@@ -102,16 +102,6 @@ def test_no_boxes_gives_empty_detections_with_correct_shapes(checkpoint_dir, sce
     assert result.metadata["image_dimensions"] == [height, width]
 
 
-def test_unprompted_segments_the_whole_image_once(checkpoint_dir, scene):
-    definition = json.loads(json.dumps(WORKFLOW))
-    del definition["steps"][0]["boxes"]
-    definition["inputs"] = [i for i in definition["inputs"] if i["name"] != "boxes"]
-    result = run_workflow(definition, image=scene)[0]["predictions"]
-    assert len(result) == 1
-    assert result.mask.shape == (1, *scene.shape[:2])
-    assert list(result["class_name"]) == ["foreground"]
-
-
 def test_several_images_in_one_batch_keep_their_own_boxes(checkpoint_dir, scene):
     small = scene[:200, :320].copy()
     results = run_workflow(

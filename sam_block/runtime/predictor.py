@@ -19,6 +19,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BOX_CORNER_LABELS = (2, 3)  # SAM's labels for a box's top-left and bottom-right corners
 NOT_A_POINT_LABEL = -1
 DEFAULT_DECODER_BATCH = 64
+STABILITY_OFFSET = 1.0  # logit offset of the stability score, as in Meta's mask generator
+MASK_PROMPT_LOGIT = 10.0  # logit given to inside (+) / outside (-) pixels of a mask prompt
 _UPSAMPLE_BUDGET_BYTES = 256 << 20  # float32 buffer used while upsampling chosen masks
 
 
@@ -30,13 +32,16 @@ class PromptBatch:
         boxes: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in pixels, or ``None``.
         point_coords: ``(N, P, 2)`` float32 pixels, or ``None``.
         point_labels: ``(N, P)`` int32: 1 foreground, 0 background, -1 padding.
-        mask_inputs: ``(N, 256, 256)`` float32 low-resolution mask logits, or ``None``.
+        mask_inputs: ``(N, h, w)`` binary masks (any resolution, usually the image's) that
+            SAM refines, or ``None``; rows where `mask_valid` is False carry no mask.
+        mask_valid: ``(N,)`` bool, which rows of `mask_inputs` are real prompts.
     """
 
     boxes: Optional[np.ndarray] = None
     point_coords: Optional[np.ndarray] = None
     point_labels: Optional[np.ndarray] = None
     mask_inputs: Optional[np.ndarray] = None
+    mask_valid: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         for array in (self.boxes, self.point_coords, self.mask_inputs):
@@ -46,7 +51,9 @@ class PromptBatch:
 
     def subset(self, rows: slice) -> "PromptBatch":
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
-        return PromptBatch(pick(self.boxes), pick(self.point_coords), pick(self.point_labels), pick(self.mask_inputs))
+        return PromptBatch(
+            pick(self.boxes), pick(self.point_coords), pick(self.point_labels), pick(self.mask_inputs), pick(self.mask_valid)
+        )
 
 
 @dataclass
@@ -64,6 +71,7 @@ class MaskPrediction:
 
     masks: np.ndarray  # (N, H, W) bool
     scores: np.ndarray  # (N,) float32: SAM's predicted IoU of each returned mask
+    stability_scores: np.ndarray  # (N,) float32: IoU of the mask thresholded at +1 and -1 logits
     low_res_logits: np.ndarray = field(repr=False)  # (N, 256, 256) float32 logits of each mask
 
 
@@ -124,46 +132,57 @@ class Sam2Predictor:
         with the highest predicted IoU is returned; with ``False`` the single-mask head
         is used (falling back to the best proposal when it is unstable, as Meta does).
         """
-        height, width = embedding.original_size
-        count = len(prompts)
-        if count == 0:
-            return MaskPrediction(
-                masks=np.zeros((0, height, width), dtype=bool),
-                scores=np.zeros((0,), dtype=np.float32),
-                low_res_logits=np.zeros((0, 4 * self.image_size // 16, 4 * self.image_size // 16), dtype=np.float32),
-            )
+        low_res, iou = self.decode(embedding, prompts, multimask_output)
+        best = iou.argmax(dim=1)
+        rows = torch.arange(len(best), device=best.device)
+        low_res, scores = low_res[rows, best], iou[rows, best]
+        masks, stability = self.upsample_masks(low_res, embedding.original_size)
+        return MaskPrediction(
+            masks=masks,
+            scores=scores.cpu().numpy(),
+            stability_scores=stability,
+            low_res_logits=low_res.cpu().numpy(),
+        )
+
+    @torch.inference_mode()
+    def decode(self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Every proposal of every prompt: low-res logits ``(N, K, h, w)`` and predicted IoUs ``(N, K)``.
+
+        ``K`` is 3 with `multimask_output`, else 1. Prompts are decoded ``decoder_batch`` at a time.
+        """
+        side = 4 * self.image_size // 16
+        if len(prompts) == 0:
+            k = 3 if multimask_output else 1
+            return torch.zeros((0, k, side, side), device=self.device), torch.zeros((0, k), device=self.device)
         logits, scores = [], []
-        for start in range(0, count, self.decoder_batch):
+        for start in range(0, len(prompts), self.decoder_batch):
             chunk_logits, chunk_scores = self._decode(embedding, prompts.subset(slice(start, start + self.decoder_batch)), multimask_output)
             logits.append(chunk_logits)
             scores.append(chunk_scores)
-        low_res = torch.cat(logits)
-        return MaskPrediction(
-            masks=self.upsample_masks(low_res, (height, width)),
-            scores=torch.cat(scores).float().cpu().numpy(),
-            low_res_logits=low_res.float().cpu().numpy(),
-        )
+        return torch.cat(logits), torch.cat(scores)
 
     def _decode(self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits ``(n, h, w)`` and scores ``(n,)`` of the best mask of each prompt."""
         points = self._prompt_points(prompts, embedding.original_size)
-        mask_input = None
-        if prompts.mask_inputs is not None:
-            mask_input = torch.as_tensor(prompts.mask_inputs, dtype=torch.float32, device=self.device).unsqueeze(1)
+        encoder = self.model.sam_prompt_encoder
         with self._autocast():
-            sparse, dense = self.model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
+            if prompts.mask_inputs is None:
+                sparse, dense = encoder(points=points, boxes=None, masks=None)
+            else:
+                mask_input = mask_prompt_logits(prompts.mask_inputs, encoder.mask_input_size).to(self.device)
+                sparse, dense = encoder(points=points, boxes=None, masks=mask_input)
+                _, no_mask_dense = encoder(points=(points[0][:1], points[1][:1]), boxes=None, masks=None)
+                valid = torch.as_tensor(np.asarray(prompts.mask_valid, dtype=bool), device=self.device)
+                dense = torch.where(valid.view(-1, 1, 1, 1), dense, no_mask_dense)
             low_res, iou, _, _ = self.model.sam_mask_decoder(
                 image_embeddings=embedding.image_embed,
-                image_pe=self.model.sam_prompt_encoder.get_dense_pe(),
+                image_pe=encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
                 repeat_image=len(prompts) > 1,
                 high_res_features=embedding.high_res_feats,
             )
-        best = iou.argmax(dim=1)
-        rows = torch.arange(len(best), device=best.device)
-        return low_res[rows, best].float(), iou[rows, best].float()
+        return low_res.float(), iou.float()
 
     def _prompt_points(self, prompts: PromptBatch, original_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Boxes (as two labelled corners) followed by points, in model input coordinates."""
@@ -181,13 +200,56 @@ class Sam2Predictor:
         labels_t = torch.as_tensor(np.concatenate(labels, axis=1), device=self.device)
         return coords_t, labels_t
 
-    def upsample_masks(self, low_res_logits: torch.Tensor, size: Tuple[int, int]) -> np.ndarray:
-        """Bilinearly upsample ``(N, h, w)`` logits to ``size`` and threshold them, a few masks at a time."""
+    def upsample_masks(self, low_res_logits: torch.Tensor, size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+        """Upsample ``(N, h, w)`` logits bilinearly to ``size``; binary masks and stability scores.
+
+        Works a few masks at a time so that the float buffer stays bounded.
+        """
         height, width = size
-        out = np.empty((len(low_res_logits), height, width), dtype=bool)
+        masks = np.empty((len(low_res_logits), height, width), dtype=bool)
+        stability = np.empty(len(low_res_logits), dtype=np.float32)
+        for start, upsampled in self.iter_upsampled(low_res_logits, size):
+            end = start + len(upsampled)
+            masks[start:end] = (upsampled > self.mask_threshold).cpu().numpy()
+            stability[start:end] = stability_score(upsampled, self.mask_threshold, STABILITY_OFFSET).cpu().numpy()
+        return masks, stability
+
+    def iter_upsampled(self, low_res_logits: torch.Tensor, size: Tuple[int, int]):
+        """Yield ``(start, logits (n, H, W))`` chunks of full-resolution logits."""
+        height, width = size
         step = max(1, _UPSAMPLE_BUDGET_BYTES // max(1, 4 * height * width))
         for start in range(0, len(low_res_logits), step):
             chunk = low_res_logits[start : start + step].float().unsqueeze(1)
-            upsampled = F.interpolate(chunk, size=(height, width), mode="bilinear", align_corners=False)
-            out[start : start + step] = (upsampled[:, 0] > self.mask_threshold).cpu().numpy()
-        return out
+            yield start, F.interpolate(chunk, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+
+
+def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0, offset: float = STABILITY_OFFSET) -> torch.Tensor:
+    """IoU between the mask thresholded at ``threshold + offset`` and at ``threshold - offset``.
+
+    A mask whose outline barely moves when the logit cut moves is stable (score near 1).
+    An empty mask scores 0.
+
+    Example:
+        >>> stability_score(torch.tensor([[[3.0, 0.5], [-3.0, -3.0]]])).tolist()
+        [0.5]
+    """
+    high = (logits > mask_threshold + offset).flatten(1).sum(1, dtype=torch.int64)
+    low = (logits > mask_threshold - offset).flatten(1).sum(1, dtype=torch.int64)
+    return torch.where(low > 0, high.double() / low.clamp(min=1).double(), torch.zeros_like(high, dtype=torch.double)).float()
+
+
+def mask_prompt_logits(masks: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
+    """Binary masks ``(N, H, W)`` → SAM mask-prompt logits ``(N, 1, h, w)``.
+
+    Each mask is area-resized to the prompt resolution (SAM 2 resizes images to a
+    square without padding, so the whole mask maps onto the whole prompt) and the
+    covered fraction ``f`` becomes the logit ``(2f - 1) * MASK_PROMPT_LOGIT``.
+    """
+    import cv2
+
+    height, width = int(size[0]), int(size[1])
+    out = np.empty((len(masks), 1, height, width), dtype=np.float32)
+    for i, mask in enumerate(masks):
+        fraction = cv2.resize(np.asarray(mask, dtype=np.float32), (width, height), interpolation=cv2.INTER_AREA)
+        out[i, 0] = (2.0 * fraction - 1.0) * MASK_PROMPT_LOGIT
+    return torch.from_numpy(out)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Literal, Optional, Type, Union
+from typing import Annotated, List, Literal, Optional, Type, Union
 
 import numpy as np
 import supervision as sv
@@ -29,6 +29,7 @@ from inference.core.workflows.execution_engine.entities.types import (
     KEYPOINT_DETECTION_PREDICTION_KIND,
     OBJECT_DETECTION_PREDICTION_KIND,
     STRING_KIND,
+    INTEGER_KIND,
     FloatZeroToOne,
     ImageInputField,
     Selector,
@@ -40,12 +41,15 @@ from inference.core.workflows.prototypes.block import (
 )
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
-from sam_block.prompts import detections_to_prompts, whole_image_prompt
+from sam_block.prompts import detections_to_prompts
 from sam_block.runtime.device import resolve_device
+from sam_block.runtime.everything import EverythingParams, segment_everything
 from sam_block.runtime.models import MODELS
 from sam_block.runtime.predictor import Sam2Predictor
 
 TYPE_IDENTIFIER = "sam_block/segment_anything_2@v1"
+EVERYTHING_NMS_IOU = 0.7  # masks whose boxes overlap more than this are duplicates
+ADVANCED = {"advanced": True, "group": "Segment everything (no boxes)"}
 
 LONG_DESCRIPTION = """
 Turn every box of an upstream detector into a precise segmentation mask with
@@ -57,7 +61,13 @@ returns keeps the box's class name and class id, and points back to the box
 through `parent_id`. The image is encoded once and all its boxes are decoded in
 one batch. Masks are exact model output at full image resolution.
 
-Without boxes the whole image is used as a single prompt.
+Keypoint detections add their visible keypoints as point prompts; with
+**Use mask prompts**, instance-segmentation masks are refined by SAM instead of
+starting from the box alone. Every mask carries SAM's `stability_score`.
+
+Without boxes the step **segments everything**: a grid of points covers the
+image, and masks that are confident, stable and distinct are returned, largest
+first, with class ids 0…N−1 and class names "0", "1", …
 
 Checkpoints are read from `SAM_BLOCK_CHECKPOINT_DIR` (default `~/.cache/sam_block`)
 and downloaded from Meta on first use; `SAM_BLOCK_DEVICE` picks `cpu` or `cuda`.
@@ -123,6 +133,52 @@ class BlockManifest(WorkflowBlockManifest):
         examples=[True, "$inputs.multimask_output"],
     )
 
+    keypoint_confidence: Union[FloatZeroToOne, Selector(kind=[FLOAT_ZERO_TO_ONE_KIND])] = Field(
+        default=0.5,
+        description="For keypoint detections: keypoints at least this confident become extra "
+        "'this is the object' clicks for SAM; less confident ones are ignored.",
+        examples=[0.5, "$inputs.keypoint_confidence"],
+    )
+    use_mask_prompts: Union[bool, Selector(kind=[BOOLEAN_KIND])] = Field(
+        default=False,
+        description="For instance-segmentation predictions: give SAM each upstream mask as a "
+        "starting point to refine (on), or only its box (off).",
+        examples=[False, "$inputs.use_mask_prompts"],
+    )
+    points_per_side: Union[Annotated[int, Field(ge=1, le=128)], Selector(kind=[INTEGER_KIND])] = Field(
+        default=32,
+        description="Segment everything: the grid of prompt points has this many points per side "
+        "(32 → 1024 points). More finds smaller objects but takes longer.",
+        examples=[32, "$inputs.points_per_side"],
+        json_schema_extra=ADVANCED,
+    )
+    points_per_batch: Union[Annotated[int, Field(ge=1, le=1024)], Selector(kind=[INTEGER_KIND])] = Field(
+        default=64,
+        description="Segment everything: how many grid points are decoded together. Higher is "
+        "faster on a GPU but needs more memory.",
+        examples=[64],
+        json_schema_extra=ADVANCED,
+    )
+    pred_iou_thresh: Union[FloatZeroToOne, Selector(kind=[FLOAT_ZERO_TO_ONE_KIND])] = Field(
+        default=0.8,
+        description="Segment everything: keep masks whose predicted quality (IoU) is above this.",
+        examples=[0.8],
+        json_schema_extra=ADVANCED,
+    )
+    stability_score_thresh: Union[FloatZeroToOne, Selector(kind=[FLOAT_ZERO_TO_ONE_KIND])] = Field(
+        default=0.95,
+        description="Segment everything: keep masks whose outline barely moves when SAM's "
+        "confidence cut moves (stability score at least this).",
+        examples=[0.95],
+        json_schema_extra=ADVANCED,
+    )
+    min_mask_area: Union[Annotated[int, Field(ge=0)], Selector(kind=[INTEGER_KIND])] = Field(
+        default=0,
+        description="Segment everything: drop masks smaller than this many pixels.",
+        examples=[0, 100],
+        json_schema_extra=ADVANCED,
+    )
+
     @classmethod
     def get_parameters_accepting_batches(cls) -> List[str]:
         return ["images", "boxes"]
@@ -154,39 +210,74 @@ class SegmentAnything2BlockV1(WorkflowBlock):
         version: str,
         threshold: float,
         multimask_output: bool,
+        keypoint_confidence: float = 0.5,
+        use_mask_prompts: bool = False,
+        points_per_side: int = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.8,
+        stability_score_thresh: float = 0.95,
+        min_mask_area: int = 0,
     ) -> BlockResult:
         predictor = Sam2Predictor(MODELS.get(version, resolve_device()))
-        prompts_per_image = [None] * len(images) if boxes is None else list(boxes)
+        if boxes is None:
+            params = EverythingParams(
+                points_per_side=int(points_per_side),
+                points_per_batch=int(points_per_batch),
+                pred_iou_thresh=float(pred_iou_thresh),
+                stability_score_thresh=float(stability_score_thresh),
+                box_nms_thresh=EVERYTHING_NMS_IOU,
+                min_mask_area=int(min_mask_area),
+            )
+            return [{"predictions": self._everything(predictor, image, params, float(threshold))} for image in images]
         return [
-            {"predictions": self._segment(predictor, image, prompts, boxes is None, float(threshold), bool(multimask_output))}
-            for image, prompts in zip(images, prompts_per_image)
+            {
+                "predictions": self._prompted(
+                    predictor, image, upstream, float(threshold), bool(multimask_output), float(keypoint_confidence), bool(use_mask_prompts)
+                )
+            }
+            for image, upstream in zip(images, boxes)
         ]
 
     @staticmethod
-    def _segment(
+    def _prompted(
         predictor: Sam2Predictor,
         image: WorkflowImageData,
         upstream: Optional[sv.Detections],
-        unprompted: bool,
         threshold: float,
         multimask_output: bool,
+        keypoint_confidence: float,
+        use_mask_prompts: bool,
     ) -> sv.Detections:
         rgb = to_rgb_uint8(image.numpy_image, channel_order="bgr")
-        size = rgb.shape[:2]
-        if unprompted:
-            prompts, provenance = whole_image_prompt(size)
-        else:
-            prompts, provenance = detections_to_prompts(upstream if upstream is not None else sv.Detections.empty(), size)
-        prediction = predictor.predict(predictor.encode(rgb), prompts, multimask_output) if len(prompts) else None
+        upstream = upstream if upstream is not None else sv.Detections.empty()
+        prompts, provenance = detections_to_prompts(upstream, rgb.shape[:2], keypoint_confidence, use_mask_prompts)
+        embedding = predictor.encode(rgb) if len(prompts) else None
+        prediction = predictor.predict(embedding, prompts, multimask_output) if embedding else None
         image_parent_id = image.parent_metadata.parent_id
-        parent_id = [image_parent_id if pid is None else str(pid) for pid in provenance.parent_id]
         detections = masks_to_detections(
-            masks=prediction.masks if prediction else np.zeros((0, *size), dtype=bool),
+            masks=prediction.masks if prediction else np.zeros((0, *rgb.shape[:2]), dtype=bool),
             scores=prediction.scores if prediction else np.zeros(0, dtype=np.float32),
             class_id=provenance.class_id,
             class_name=provenance.class_name,
-            parent_id=parent_id,
+            parent_id=[image_parent_id if pid is None else str(pid) for pid in provenance.parent_id],
             threshold=threshold,
+            stability_score=prediction.stability_scores if prediction else None,
+        )
+        return attach_engine_metadata(detections, image)
+
+    @staticmethod
+    def _everything(predictor: Sam2Predictor, image: WorkflowImageData, params: EverythingParams, threshold: float) -> sv.Detections:
+        rgb = to_rgb_uint8(image.numpy_image, channel_order="bgr")
+        result = segment_everything(predictor, predictor.encode(rgb), params)
+        keep = result.scores >= threshold  # before numbering, so ids stay 0…N−1
+        ids = np.arange(int(keep.sum()))
+        detections = masks_to_detections(
+            masks=result.masks[keep],
+            scores=result.scores[keep],
+            class_id=ids,
+            class_name=[str(i) for i in ids],
+            parent_id=[image.parent_metadata.parent_id] * len(ids),
+            stability_score=result.stability_scores[keep],
         )
         return attach_engine_metadata(detections, image)
 
