@@ -97,9 +97,8 @@ def segment_everything(predictor: Sam2Predictor, embedding: ImageEmbedding, para
     box_t = torch.tensor(boxes, dtype=torch.float32)
     score_t = torch.tensor(scores, dtype=torch.float32)
     kept = batched_nms(box_t, score_t, torch.zeros(len(boxes)), iou_threshold=params.box_nms_thresh).tolist()
-    areas = np.array([int(crops[i].sum()) for i in kept])
-    kept = [i for i, area in zip(kept, areas) if area >= max(1, params.min_mask_area)]
-    kept.sort(key=lambda i: -int(crops[i].sum()))
+    area = {i: int(crops[i].sum()) for i in kept}
+    kept = sorted((i for i in kept if area[i] >= max(1, params.min_mask_area)), key=lambda i: -area[i])
     masks = np.zeros((len(kept), height, width), dtype=bool)
     for row, i in enumerate(kept):
         x1, y1, x2, y2 = boxes[i]

@@ -251,8 +251,7 @@ class SegmentAnything2BlockV1(WorkflowBlock):
         rgb = to_rgb_uint8(image.numpy_image, channel_order="bgr")
         upstream = upstream if upstream is not None else sv.Detections.empty()
         prompts, provenance = detections_to_prompts(upstream, rgb.shape[:2], keypoint_confidence, use_mask_prompts)
-        embedding = predictor.encode(rgb) if len(prompts) else None
-        prediction = predictor.predict(embedding, prompts, multimask_output) if embedding else None
+        prediction = predictor.predict(predictor.encode(rgb), prompts, multimask_output) if len(prompts) else None
         image_parent_id = image.parent_metadata.parent_id
         detections = masks_to_detections(
             masks=prediction.masks if prediction else np.zeros((0, *rgb.shape[:2]), dtype=bool),
