@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Dict, Tuple
@@ -14,6 +15,7 @@ from sam_block.runtime.checkpoints import load_state_dict, resolve_checkpoint
 from sam_block.runtime.variants import Variant, get_variant
 
 logger = logging.getLogger(__name__)
+COMPILE_ENV = "SAM_BLOCK_COMPILE"
 
 # Meta's build_sam2(apply_postprocessing=True) settings for image prediction: when
 # the single-mask output is unstable, fall back to the best multimask proposal.
@@ -64,7 +66,12 @@ def load_model(variant: Variant, device: torch.device) -> torch.nn.Module:
             f"Is it the checkpoint of another version?"
         )
     logger.info("Loaded SAM 2 %s from %s on %s", variant.name, path, device)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if os.environ.get(COMPILE_ENV, "").strip() == "1":
+        # Opt-in: the first calls pay for compilation; shapes vary with the prompt count.
+        model.image_encoder = torch.compile(model.image_encoder)
+        model.sam_mask_decoder = torch.compile(model.sam_mask_decoder, dynamic=True)
+    return model
 
 
 class ModelRegistry:
@@ -92,6 +99,12 @@ class ModelRegistry:
                 model = load_model(variant, device)
                 self._models[key] = model
         return model
+
+    def predictor(self, version: str, device: torch.device):
+        """A predictor over the shared model, whose embeddings share the process cache."""
+        from sam_block.runtime.predictor import Sam2Predictor
+
+        return Sam2Predictor(self.get(version, device), model_key=f"{version}@{device}")
 
     def clear(self) -> None:
         with self._guard:

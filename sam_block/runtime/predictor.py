@@ -7,21 +7,30 @@ Coordinates are pixels of the original image; images are RGB uint8 ``(H, W, 3)``
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam_block.runtime.cache import EMBEDDINGS, EmbeddingCache, image_digest
+from sam_block.runtime.masks import CroppedMasks, upsample_to_crops
+
+logger = logging.getLogger(__name__)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BOX_CORNER_LABELS = (2, 3)  # SAM's labels for a box's top-left and bottom-right corners
 NOT_A_POINT_LABEL = -1
-DEFAULT_DECODER_BATCH = 64
+DECODER_BATCH_ENV = "SAM_BLOCK_DECODER_BATCH"
+ENCODER_BATCH_ENV = "SAM_BLOCK_ENCODER_BATCH"
+DEFAULT_DECODER_BATCH = 16  # prompts per decoder call; see benchmarks/RESULTS.md
+DEFAULT_ENCODER_BATCH = 4  # images per encoder call
 STABILITY_OFFSET = 1.0  # logit offset of the stability score, as in Meta's mask generator
 MASK_PROMPT_LOGIT = 10.0  # logit given to inside (+) / outside (-) pixels of a mask prompt
-_UPSAMPLE_BUDGET_BYTES = 256 << 20  # float32 buffer used while upsampling chosen masks
 
 
 @dataclass
@@ -69,7 +78,7 @@ class ImageEmbedding:
 class MaskPrediction:
     """One mask per prompt, at the original image's resolution."""
 
-    masks: np.ndarray  # (N, H, W) bool
+    masks: CroppedMasks  # N masks at the image's resolution, as tight crops
     scores: np.ndarray  # (N,) float32: SAM's predicted IoU of each returned mask
     stability_scores: np.ndarray  # (N,) float32: IoU of the mask thresholded at +1 and -1 logits
     low_res_logits: np.ndarray = field(repr=False)  # (N, 256, 256) float32 logits of each mask
@@ -85,11 +94,22 @@ class Sam2Predictor:
         >>> result.masks.shape  # (1, H, W)
     """
 
-    def __init__(self, model: torch.nn.Module, mask_threshold: float = 0.0, decoder_batch: int = DEFAULT_DECODER_BATCH):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        mask_threshold: float = 0.0,
+        decoder_batch: Optional[int] = None,
+        encoder_batch: Optional[int] = None,
+        model_key: Optional[str] = None,
+        cache: Optional[EmbeddingCache] = EMBEDDINGS,
+    ):
         self.model = model
         self.mask_threshold = mask_threshold
-        self.decoder_batch = max(1, int(decoder_batch))
+        self.decoder_batch = max(1, int(decoder_batch or os.environ.get(DECODER_BATCH_ENV) or DEFAULT_DECODER_BATCH))
+        self.encoder_batch = max(1, int(encoder_batch or os.environ.get(ENCODER_BATCH_ENV) or DEFAULT_ENCODER_BATCH))
         self.image_size = int(model.image_size)
+        self.model_key = model_key or f"model-{id(model)}"
+        self.cache = cache if cache is not None and cache.capacity_bytes > 0 else None
 
     @property
     def device(self) -> torch.device:
@@ -111,18 +131,43 @@ class Sam2Predictor:
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         return (tensor - mean) / std
 
-    @torch.inference_mode()
     def encode(self, image_rgb: np.ndarray) -> ImageEmbedding:
-        """Run the image encoder once; the result serves any number of prompts."""
-        height, width = image_rgb.shape[:2]
+        """Image embedding of one RGB image (from the cache when this image was seen)."""
+        return self.encode_many([image_rgb])[0]
+
+    def encode_many(self, images_rgb: Sequence[np.ndarray]) -> List[ImageEmbedding]:
+        """Embeddings of several images: cached ones are reused, the others are encoded
+        ``encoder_batch`` at a time (SAM resizes every image to one square size, so any
+        sizes batch together)."""
+        keys = [(self.model_key, image_digest(image)) for image in images_rgb]
+        found = [self.cache.get(key) if self.cache is not None else None for key in keys]
+        missing = [i for i, embedding in enumerate(found) if embedding is None]
+        for start in range(0, len(missing), self.encoder_batch):
+            chunk = missing[start : start + self.encoder_batch]
+            for i, embedding in zip(chunk, self._encode_batch([images_rgb[i] for i in chunk])):
+                found[i] = embedding
+                if self.cache is not None:
+                    self.cache.put(keys[i], embedding)
+        return found
+
+    @torch.inference_mode()
+    def _encode_batch(self, images_rgb: Sequence[np.ndarray]) -> List[ImageEmbedding]:
+        batch = torch.cat([self.preprocess(image) for image in images_rgb])
         with self._autocast():
-            backbone_out = self.model.forward_image(self.preprocess(image_rgb))
+            backbone_out = self.model.forward_image(batch)
             _, vision_feats, _, feat_sizes = self.model._prepare_backbone_features(backbone_out)
             if self.model.directly_add_no_mem_embed:
                 vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
-        # (h*w, 1, C) → (1, C, h, w), finest level first
-        feats = [feat.permute(1, 2, 0).reshape(1, -1, h, w) for feat, (h, w) in zip(vision_feats, feat_sizes)]
-        return ImageEmbedding(image_embed=feats[-1], high_res_feats=feats[:-1], original_size=(height, width))
+        # (h*w, B, C) → (B, C, h, w), finest level first
+        feats = [feat.permute(1, 2, 0).reshape(len(images_rgb), -1, h, w) for feat, (h, w) in zip(vision_feats, feat_sizes)]
+        return [
+            ImageEmbedding(
+                image_embed=feats[-1][b : b + 1].clone(),
+                high_res_feats=[level[b : b + 1].clone() for level in feats[:-1]],
+                original_size=tuple(image.shape[:2]),
+            )
+            for b, image in enumerate(images_rgb)
+        ]
 
     @torch.inference_mode()
     def predict(self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool = True) -> MaskPrediction:
@@ -136,7 +181,7 @@ class Sam2Predictor:
         best = iou.argmax(dim=1)
         rows = torch.arange(len(best), device=best.device)
         low_res, scores = low_res[rows, best], iou[rows, best]
-        masks, stability = self.upsample_masks(low_res, embedding.original_size)
+        masks, stability = upsample_to_crops(low_res, embedding.original_size, self.mask_threshold, STABILITY_OFFSET)
         return MaskPrediction(
             masks=masks,
             scores=scores.cpu().numpy(),
@@ -199,43 +244,6 @@ class Sam2Predictor:
         coords_t = torch.as_tensor(np.concatenate(coords, axis=1) * scale, device=self.device)
         labels_t = torch.as_tensor(np.concatenate(labels, axis=1), device=self.device)
         return coords_t, labels_t
-
-    def upsample_masks(self, low_res_logits: torch.Tensor, size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
-        """Upsample ``(N, h, w)`` logits bilinearly to ``size``; binary masks and stability scores.
-
-        Works a few masks at a time so that the float buffer stays bounded.
-        """
-        height, width = size
-        masks = np.empty((len(low_res_logits), height, width), dtype=bool)
-        stability = np.empty(len(low_res_logits), dtype=np.float32)
-        for start, upsampled in self.iter_upsampled(low_res_logits, size):
-            end = start + len(upsampled)
-            masks[start:end] = (upsampled > self.mask_threshold).cpu().numpy()
-            stability[start:end] = stability_score(upsampled, self.mask_threshold, STABILITY_OFFSET).cpu().numpy()
-        return masks, stability
-
-    def iter_upsampled(self, low_res_logits: torch.Tensor, size: Tuple[int, int]):
-        """Yield ``(start, logits (n, H, W))`` chunks of full-resolution logits."""
-        height, width = size
-        step = max(1, _UPSAMPLE_BUDGET_BYTES // max(1, 4 * height * width))
-        for start in range(0, len(low_res_logits), step):
-            chunk = low_res_logits[start : start + step].float().unsqueeze(1)
-            yield start, F.interpolate(chunk, size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-
-
-def stability_score(logits: torch.Tensor, mask_threshold: float = 0.0, offset: float = STABILITY_OFFSET) -> torch.Tensor:
-    """IoU between the mask thresholded at ``threshold + offset`` and at ``threshold - offset``.
-
-    A mask whose outline barely moves when the logit cut moves is stable (score near 1).
-    An empty mask scores 0.
-
-    Example:
-        >>> stability_score(torch.tensor([[[3.0, 0.5], [-3.0, -3.0]]])).tolist()
-        [0.5]
-    """
-    high = (logits > mask_threshold + offset).flatten(1).sum(1, dtype=torch.int64)
-    low = (logits > mask_threshold - offset).flatten(1).sum(1, dtype=torch.int64)
-    return torch.where(low > 0, high.double() / low.clamp(min=1).double(), torch.zeros_like(high, dtype=torch.double)).float()
 
 
 def mask_prompt_logits(masks: np.ndarray, size: Tuple[int, int]) -> torch.Tensor:
