@@ -44,8 +44,9 @@ from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
 from sam_block.runtime.device import resolve_device
 from sam_block.runtime.everything import EverythingParams, segment_everything
+from sam_block.runtime.masks import CroppedMasks
 from sam_block.runtime.models import MODELS
-from sam_block.runtime.predictor import Sam2Predictor
+from sam_block.runtime.predictor import ImageEmbedding, Sam2Predictor
 
 TYPE_IDENTIFIER = "sam_block/segment_anything_2@v1"
 EVERYTHING_NMS_IOU = 0.7  # masks whose boxes overlap more than this are duplicates
@@ -218,7 +219,8 @@ class SegmentAnything2BlockV1(WorkflowBlock):
         stability_score_thresh: float = 0.95,
         min_mask_area: int = 0,
     ) -> BlockResult:
-        predictor = Sam2Predictor(MODELS.get(version, resolve_device()))
+        predictor = MODELS.predictor(version, resolve_device())
+        rgb_images = [to_rgb_uint8(image.numpy_image, channel_order="bgr") for image in images]
         if boxes is None:
             params = EverythingParams(
                 points_per_side=int(points_per_side),
@@ -228,57 +230,54 @@ class SegmentAnything2BlockV1(WorkflowBlock):
                 box_nms_thresh=EVERYTHING_NMS_IOU,
                 min_mask_area=int(min_mask_area),
             )
-            return [{"predictions": self._everything(predictor, image, params, float(threshold))} for image in images]
-        return [
-            {
-                "predictions": self._prompted(
-                    predictor, image, upstream, float(threshold), bool(multimask_output), float(keypoint_confidence), bool(use_mask_prompts)
-                )
-            }
-            for image, upstream in zip(images, boxes)
+            embeddings = predictor.encode_many(rgb_images)
+            return [
+                {"predictions": _everything(predictor, image, embedding, params, float(threshold))}
+                for image, embedding in zip(images, embeddings)
+            ]
+        prompted = [
+            detections_to_prompts(
+                upstream if upstream is not None else sv.Detections.empty(),
+                rgb.shape[:2],
+                float(keypoint_confidence),
+                bool(use_mask_prompts),
+            )
+            for rgb, upstream in zip(rgb_images, boxes)
         ]
+        needed = [i for i, (prompts, _) in enumerate(prompted) if len(prompts)]
+        embeddings = dict(zip(needed, predictor.encode_many([rgb_images[i] for i in needed])))
+        results = []
+        for i, (image, rgb, (prompts, provenance)) in enumerate(zip(images, rgb_images, prompted)):
+            prediction = predictor.predict(embeddings[i], prompts, bool(multimask_output)) if i in embeddings else None
+            parent_id = [image.parent_metadata.parent_id if pid is None else str(pid) for pid in provenance.parent_id]
+            detections = masks_to_detections(
+                masks=prediction.masks if prediction else CroppedMasks.empty(rgb.shape[:2]),
+                scores=prediction.scores if prediction else np.zeros(0, dtype=np.float32),
+                class_id=provenance.class_id,
+                class_name=provenance.class_name,
+                parent_id=parent_id,
+                threshold=float(threshold),
+                stability_score=prediction.stability_scores if prediction else None,
+            )
+            results.append({"predictions": attach_engine_metadata(detections, image)})
+        return results
 
-    @staticmethod
-    def _prompted(
-        predictor: Sam2Predictor,
-        image: WorkflowImageData,
-        upstream: Optional[sv.Detections],
-        threshold: float,
-        multimask_output: bool,
-        keypoint_confidence: float,
-        use_mask_prompts: bool,
-    ) -> sv.Detections:
-        rgb = to_rgb_uint8(image.numpy_image, channel_order="bgr")
-        upstream = upstream if upstream is not None else sv.Detections.empty()
-        prompts, provenance = detections_to_prompts(upstream, rgb.shape[:2], keypoint_confidence, use_mask_prompts)
-        prediction = predictor.predict(predictor.encode(rgb), prompts, multimask_output) if len(prompts) else None
-        image_parent_id = image.parent_metadata.parent_id
-        detections = masks_to_detections(
-            masks=prediction.masks if prediction else np.zeros((0, *rgb.shape[:2]), dtype=bool),
-            scores=prediction.scores if prediction else np.zeros(0, dtype=np.float32),
-            class_id=provenance.class_id,
-            class_name=provenance.class_name,
-            parent_id=[image_parent_id if pid is None else str(pid) for pid in provenance.parent_id],
-            threshold=threshold,
-            stability_score=prediction.stability_scores if prediction else None,
-        )
-        return attach_engine_metadata(detections, image)
 
-    @staticmethod
-    def _everything(predictor: Sam2Predictor, image: WorkflowImageData, params: EverythingParams, threshold: float) -> sv.Detections:
-        rgb = to_rgb_uint8(image.numpy_image, channel_order="bgr")
-        result = segment_everything(predictor, predictor.encode(rgb), params)
-        keep = result.scores >= threshold  # before numbering, so ids stay 0…N−1
-        ids = np.arange(int(keep.sum()))
-        detections = masks_to_detections(
-            masks=result.masks[keep],
-            scores=result.scores[keep],
-            class_id=ids,
-            class_name=[str(i) for i in ids],
-            parent_id=[image.parent_metadata.parent_id] * len(ids),
-            stability_score=result.stability_scores[keep],
-        )
-        return attach_engine_metadata(detections, image)
+def _everything(
+    predictor: Sam2Predictor, image: WorkflowImageData, embedding: ImageEmbedding, params: EverythingParams, threshold: float
+) -> sv.Detections:
+    result = segment_everything(predictor, embedding, params)
+    keep = result.scores >= threshold  # before numbering, so ids stay 0…N−1
+    ids = np.arange(int(keep.sum()))
+    detections = masks_to_detections(
+        masks=result.masks.select(keep),
+        scores=result.scores[keep],
+        class_id=ids,
+        class_name=[str(i) for i in ids],
+        parent_id=[image.parent_metadata.parent_id] * len(ids),
+        stability_score=result.stability_scores[keep],
+    )
+    return attach_engine_metadata(detections, image)
 
 
 def attach_engine_metadata(detections: sv.Detections, image: WorkflowImageData) -> sv.Detections:
