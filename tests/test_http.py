@@ -243,7 +243,7 @@ def test_the_server_still_serves_after_the_bad_requests(server):
     served = served_predictions(run_over_http(server, image_input(SCENE), GOOD_BOXES))
     assert served["image"] == {"width": 160, "height": 120}
     assert [(p["class"], p["parent_id"]) for p in served["predictions"]] == [("thing", "good")]
-    assert server.process.poll() is None
+    assert server.process.poll() is None, f"server exited with {server.process.returncode}:\n{server.log_tail()}"
 
 
 # --- load and isolation -------------------------------------------------------------------
@@ -309,5 +309,5 @@ def test_concurrent_clients_each_get_their_own_result(server):
         image, boxes = inputs[index]
         assert without_ids(served_by_index[index]) == without_ids(in_process_serialized(image, boxes)), index
     print(f"\n{requests_total} requests from {CLIENTS} clients in {elapsed:.1f} s ({requests_total / elapsed:.2f} req/s)")
-    assert server.process.poll() is None
+    assert server.process.poll() is None, f"server exited with {server.process.returncode}:\n{server.log_tail()}"
 
