@@ -164,3 +164,27 @@ def test_checkpoint_of_another_architecture_is_explained(empty_dir):
     torch.save({"model": {"not_a_sam_weight": torch.zeros(1)}}, empty_dir / "sam2.1_hiera_tiny.pt")
     with pytest.raises(CheckpointCorruptError, match="does not fit SAM 2 version 'hiera_tiny'"):
         load_model(get_variant("hiera_tiny"), torch.device("cpu"))
+
+
+def test_pickled_objects_in_the_legacy_format_are_refused_too(tmp_path):
+    evil = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "extra": _Exploit()}, evil, _use_new_zipfile_serialization=False)
+    Path("/tmp/sam_block_pwned").unlink(missing_ok=True)
+    with pytest.raises(CheckpointCorruptError, match="pickled Python objects") as error:
+        load_state_dict(evil)
+    assert str(evil) in str(error.value)
+    assert not Path("/tmp/sam_block_pwned").exists()
+
+
+def test_a_failed_load_is_not_cached(empty_dir, tiny_checkpoint):
+    """A broken file fails every time it is asked for; once replaced, the next request loads it."""
+    from sam_block.runtime.models import ModelRegistry
+
+    registry = ModelRegistry()
+    target = empty_dir / "sam2.1_hiera_tiny.pt"
+    target.write_bytes(tiny_checkpoint.read_bytes()[:50_000])
+    for _ in range(2):
+        with pytest.raises(CheckpointCorruptError, match="corrupt or truncated"):
+            registry.get("hiera_tiny", torch.device("cpu"))
+    target.write_bytes(tiny_checkpoint.read_bytes())
+    assert registry.get("hiera_tiny", torch.device("cpu")).image_size == 1024
