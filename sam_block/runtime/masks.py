@@ -6,8 +6,9 @@ convex combination of its four source pixels, so wherever all four lie outside t
 low-resolution region with logits above a cut, the output is below that cut too.
 We therefore evaluate the very same interpolation (same source indices and weights
 as ``F.interpolate(mode="bilinear", align_corners=False)``) only over the rows and
-columns that region can reach, and keep each mask as a tight crop plus its offset.
-Exact, and for small objects on large images far cheaper in time and memory.
+columns that region can reach — by hand for small regions, with PyTorch's kernel
+for large ones — and keep each mask as a tight crop plus its offset. Exact, and for
+small objects on large images far cheaper in time and memory.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import List, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -73,10 +75,18 @@ def _reach(first: torch.Tensor, low: int, high: int) -> Tuple[int, int]:
     return int(hits[0]), int(hits[-1])
 
 
+_DENSE_BUDGET_BYTES = 256 << 20  # float32 buffer for masks upsampled over the whole image
+_GATHER_MAX_FRACTION = 0.08  # regions above this share of the image use the interpolation kernel
+
+
 def upsample_to_crops(
     low_res: torch.Tensor, size: Tuple[int, int], threshold: float = 0.0, stability_offset: float = 1.0
 ) -> Tuple[CroppedMasks, np.ndarray]:
     """Threshold bilinearly upsampled logits without materialising full-resolution arrays.
+
+    Small regions are interpolated by hand (gathers); large ones, where the gathers
+    would cost more than PyTorch's interpolation kernel, are upsampled with
+    ``F.interpolate`` a few at a time and cut to their region.
 
     Args:
         low_res: ``(N, h, w)`` logits.
@@ -93,30 +103,41 @@ def upsample_to_crops(
     rows = _source_indices(height, in_h, low_res.device)
     cols = _source_indices(width, in_w, low_res.device)
     boxes = np.zeros((count, 4), dtype=np.int64)
-    crops: List[np.ndarray] = []
+    crops: List[np.ndarray] = [np.zeros((0, 0), dtype=bool)] * count
     stability = np.zeros(count, dtype=np.float32)
     reachable = low_res > threshold - stability_offset
+    regions = {}
     for i in range(count):
         where = torch.nonzero(reachable[i])
-        if len(where) == 0:
-            crops.append(np.zeros((0, 0), dtype=bool))
-            continue
-        (r0, c0), (r1, c1) = where.min(dim=0).values.tolist(), where.max(dim=0).values.tolist()
-        y_a, y_b = _reach(rows[0], r0, r1)
-        x_a, x_b = _reach(cols[0], c0, c1)
-        values = _interpolate(low_res[i], rows, cols, (y_a, y_b), (x_a, x_b))
+        if len(where):
+            (r0, c0), (r1, c1) = where.min(dim=0).values.tolist(), where.max(dim=0).values.tolist()
+            regions[i] = (*_reach(rows[0], r0, r1), *_reach(cols[0], c0, c1))
+
+    def finish(i: int, values: torch.Tensor, y_a: int, x_a: int) -> None:
         high = int((values > threshold + stability_offset).sum())
         low = int((values > threshold - stability_offset).sum())
         stability[i] = high / low if low else 0.0
         mask = values > threshold
         ys = torch.nonzero(mask.any(dim=1)).flatten()
-        if len(ys) == 0:
-            crops.append(np.zeros((0, 0), dtype=bool))
-            continue
-        xs = torch.nonzero(mask.any(dim=0)).flatten()
-        top, bottom, left, right = int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])
-        crops.append(mask[top : bottom + 1, left : right + 1].cpu().numpy())
-        boxes[i] = (x_a + left, y_a + top, x_a + right, y_a + bottom)
+        if len(ys):
+            xs = torch.nonzero(mask.any(dim=0)).flatten()
+            top, bottom, left, right = int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])
+            crops[i] = mask[top : bottom + 1, left : right + 1].cpu().numpy()
+            boxes[i] = (x_a + left, y_a + top, x_a + right, y_a + bottom)
+
+    large = []
+    for i, (y_a, y_b, x_a, x_b) in regions.items():
+        if (y_b - y_a + 1) * (x_b - x_a + 1) > _GATHER_MAX_FRACTION * height * width:
+            large.append(i)
+        else:
+            finish(i, _interpolate(low_res[i], rows, cols, (y_a, y_b), (x_a, x_b)), y_a, x_a)
+    step = max(1, _DENSE_BUDGET_BYTES // max(1, 4 * height * width))
+    for start in range(0, len(large), step):
+        chunk = large[start : start + step]
+        full = F.interpolate(low_res[chunk].unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+        for i, values in zip(chunk, full):
+            y_a, y_b, x_a, x_b = regions[i]
+            finish(i, values[y_a : y_b + 1, x_a : x_b + 1], y_a, x_a)
     return CroppedMasks(image_size=(height, width), boxes=boxes, crops=crops), stability
 
 
