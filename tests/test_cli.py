@@ -72,3 +72,219 @@ def test_missing_checkpoint_is_explained_in_one_line(tmp_path, monkeypatch, caps
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+# --------------------------------------------------------------------------- the other commands
+# They run the toy `demo` model (256 x 256 input): real weights, a real engine, seconds on CPU.
+
+import http.server  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+import numpy as np  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+
+from sam_block.demo.scenes import make_scene  # noqa: E402
+
+TEMPLATE_WORKFLOW = {
+    "version": "1.0",
+    "inputs": [{"type": "WorkflowImage", "name": "image"}, {"type": "WorkflowImage", "name": "template"}],
+    "steps": [
+        {"type": "roboflow_core/template_matching@v1", "name": "matching", "image": "$inputs.image", "template": "$inputs.template", "matching_threshold": 0.9},
+        {"type": "sam_block/segment_anything_2@v1", "name": "sam", "images": "$inputs.image", "boxes": "$steps.matching.predictions", "version": "demo"},
+        {"type": "roboflow_core/mask_visualization@v1", "name": "masks", "image": "$inputs.image", "predictions": "$steps.sam.predictions"},
+    ],
+    "outputs": [
+        {"type": "JsonField", "name": "matches", "selector": "$steps.matching.predictions"},
+        {"type": "JsonField", "name": "predictions", "selector": "$steps.sam.predictions"},
+        {"type": "JsonField", "name": "visualization", "selector": "$steps.masks.image"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A generated scene as a PNG, one of its shapes cut out as a template, and the truth."""
+    directory = tmp_path_factory.mktemp("shapes")
+    scene = make_scene(5)
+    image = np.ascontiguousarray(scene.image[..., ::-1])
+    cv2.imwrite(str(directory / "scene.png"), image)
+    biggest = int(np.argmax(scene.masks.sum((1, 2))))
+    x1, y1, x2, y2 = scene.boxes[biggest].astype(int)
+    cv2.imwrite(str(directory / "template.png"), image[y1:y2, x1:x2])
+    (directory / "workflow.json").write_text(json.dumps(TEMPLATE_WORKFLOW))
+    return directory, scene, biggest
+
+
+def test_run_writes_annotation_json_image_outputs_and_coco(shapes, tmp_path, capsys):
+    directory, scene, biggest = shapes
+    out = tmp_path / "out"
+    code = main(["run", str(directory / "workflow.json"), str(directory / "scene.png"), "--out", str(out), "--param", f"template={directory / 'template.png'}"])
+    assert code == 0, capsys.readouterr().err
+    assert "1 mask(s)" in capsys.readouterr().out  # 2 detection outputs: the match (box) and its mask
+    annotated = cv2.imread(str(out / "scene.png"))
+    assert annotated is not None and annotated.shape == (256, 256, 3)
+    assert cv2.imread(str(out / "scene.visualization.png")) is not None
+    payload = json.loads((out / "scene.json").read_text())
+    assert set(payload) == {"matches", "predictions", "visualization"}
+    assert len(payload["matches"]["predictions"]) == 1 and len(payload["predictions"]["predictions"]) == 1
+    coco = COCO(str(out / "coco.json"))
+    assert len(coco.getImgIds()) == 1 and len(coco.getAnnIds()) == 1
+    annotation = coco.loadAnns(coco.getAnnIds())[0]
+    mask = coco.annToMask(annotation).astype(bool)
+    assert mask.shape == (256, 256) and annotation["area"] == mask.sum()
+    x1, y1, x2, y2 = scene.boxes[biggest]  # the template was found where it was cut out
+    match = payload["matches"]["predictions"][0]
+    assert abs(match["x"] - (x1 + x2) / 2) <= 2 and abs(match["y"] - (y1 + y2) / 2) <= 2
+
+
+def test_run_folder_and_video_every_nth_frame_with_params_from_a_file(shapes, tmp_path, capsys):
+    directory, scene, _ = shapes
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(directory / "scene.png", inputs / "a.png")
+    writer = cv2.VideoWriter(str(inputs / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (256, 256))
+    for _ in range(5):
+        writer.write(cv2.imread(str(directory / "scene.png")))
+    writer.release()
+    x1, y1, x2, y2 = (float(v) for v in scene.boxes[0])
+    boxes = {"image": {"width": 256, "height": 256}, "predictions": [{"x": (x1 + x2) / 2, "y": (y1 + y2) / 2, "width": x2 - x1, "height": y2 - y1, "class": "shape", "class_id": 0, "confidence": 1.0, "detection_id": "s0"}]}
+    (tmp_path / "boxes.json").write_text(json.dumps([boxes]))
+    out = tmp_path / "out"
+    code = main(["run", str(REPO / "sam_block/workflows/boxes_to_masks.json"), str(inputs), "--out", str(out), "--every", "2", "--param", f"boxes=@{tmp_path / 'boxes.json'}", "--param", "version=demo", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["a.png", "clip_f000000.png", "clip_f000002.png", "clip_f000004.png"]
+    coco = json.loads((out / "coco.json").read_text())
+    assert [i["file_name"].rsplit("/", 1)[-1] for i in coco["images"]] == ["a.png", "clip.avi#frame=0", "clip.avi#frame=2", "clip.avi#frame=4"]
+    assert len(coco["annotations"]) == 4 and {c["name"] for c in coco["categories"]} == {"shape"}
+    assert json.loads((out / "clip_f000002.json").read_text())["predictions"]["predictions"][0]["parent_id"] == "s0"  # run: every output by name
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (lambda d: ["run", str(d / "nope.json"), str(d / "scene.png")], "workflow file"),
+        (lambda d: ["run", str(_write(d / "bad.json", "{oops")), str(d / "scene.png")], "is not valid JSON"),
+        (lambda d: ["run", str(_write(d / "nosteps.json", "{}")), str(d / "scene.png")], "is not a workflow definition"),
+        (lambda d: ["run", str(REPO / "sam_block/workflows/boxes_to_masks.json"), str(d / "missing.png")], "missing.png does not exist"),
+        (lambda d: ["run", str(REPO / "sam_block/workflows/boxes_to_masks.json"), str(d / "scene.png"), "--param", "version"], "is not NAME=VALUE"),
+        (lambda d: ["run", str(REPO / "sam_block/workflows/boxes_to_masks.json"), str(d / "scene.png"), "--param", "version=hiera_huge", "--param", 'boxes=[{"image": {"width": 256, "height": 256}, "predictions": []}]'], "version"),
+        (lambda d: ["segment", str(d / "scene.png"), "--boxes", str(REPO / "example_workflows/data/scene_boxes.json"), "--version", "hiera_huge"], "version"),
+        (lambda d: ["run", str(_write(d / "noimage.json", json.dumps({"version": "1.0", "inputs": [], "steps": [], "outputs": []}))), str(d / "scene.png")], "no WorkflowImage input"),
+    ],
+)
+def test_run_errors_are_one_clear_line(args, expected, shapes, tmp_path, capsys):
+    directory, _, _ = shapes
+    for name in ("scene.png",):
+        shutil.copy(directory / name, tmp_path / name)
+    assert main([*args(tmp_path), "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sam-block: error:") and "\n" not in err and expected in err, err
+
+
+def test_demo_writes_pictures_json_and_coco_offline(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "demo_scene.annotated.png") in out and "mean IoU vs ground truth" in out
+    iou = float(out.split("mean IoU vs ground truth ")[1].split(")")[0])
+    assert 0.0 <= iou <= 1.0
+    source, annotated = cv2.imread(str(tmp_path / "demo_scene.png")), cv2.imread(str(tmp_path / "demo_scene.annotated.png"))
+    assert source.shape == annotated.shape == (512, 512, 3) and (source != annotated).any()
+    predictions = json.loads((tmp_path / "demo_scene.json").read_text())["predictions"]
+    scene = make_scene(0)
+    assert sorted(p["class"] for p in predictions) == sorted(scene.kinds)
+    assert len(COCO(str(tmp_path / "coco.json")).getAnnIds()) == len(scene.kinds)
+
+
+def test_describe_prints_the_committed_manifest(capsys):
+    assert main(["describe"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    committed = json.loads((REPO / "manifests" / "sam_block.segment_anything_2.v1.json").read_text())
+    assert printed == {"sam_block.segment_anything_2.v1.json": committed}
+
+
+class _CheckpointServer(http.server.BaseHTTPRequestHandler):
+    files: dict = {}
+
+    def do_GET(self):  # noqa: N802
+        payload = self.files.get(self.path)
+        if payload is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(monkeypatch, tmp_path, tiny_checkpoint):
+    """A loopback HTTP server standing in for Meta's checkpoint directory; an empty checkpoint dir."""
+    _CheckpointServer.files = {"/sam2.1_hiera_tiny.pt": tiny_checkpoint.read_bytes()}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CheckpointServer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_BASE_URL", f"http://127.0.0.1:{httpd.server_address[1]}/")
+    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+    monkeypatch.delenv("SAM_BLOCK_OFFLINE")
+    yield tmp_path / "ckpt"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_fetches_from_the_mirror_atomically(mirror, tiny_checkpoint, capsys):
+    assert main(["download", "hiera_tiny", "--no-progress"]) == 0
+    assert (mirror / "sam2.1_hiera_tiny.pt").read_bytes() == tiny_checkpoint.read_bytes()
+    assert [p.name for p in mirror.iterdir()] == ["sam2.1_hiera_tiny.pt"]  # no temporary file left
+    assert "downloaded to" in capsys.readouterr().out
+    assert main(["download", "hiera_tiny", "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "already present" in out and "bundled with sam_block" in out
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["download", "hiera_small", "--no-progress"], "sam2.1_hiera_small.pt"),  # 404 on the mirror
+        (["download", "hiera_huge"], "Unknown SAM 2 version 'hiera_huge'"),
+    ],
+)
+def test_download_failures_say_why_in_one_line(argv, expected, mirror, capsys):
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("sam-block: error:") and expected in err
+    assert not mirror.exists() or not any(mirror.iterdir())
+
+
+def test_download_offline_is_refused(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path))
+    assert main(["download", "hiera_large"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "SAM_BLOCK_OFFLINE=1" in err and "sam2.1_hiera_large.pt" in err
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["segment"], ["download"], ["describe"], ["demo"]])
+def test_every_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "examples:" in help_text and "sam-block " in help_text
+
+
+def test_installed_console_script_runs_the_demo(tmp_path):
+    script = Path(sys.executable).with_name("sam-block")
+    if not script.exists():
+        pytest.skip(f"no console script next to {sys.executable}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([str(script), "demo", "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "annotated:" in done.stdout and (tmp_path / "demo_scene.annotated.png").is_file()
+    bad = subprocess.run([str(script), "run", str(tmp_path / "nope.json"), "x.png", "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip() == f"sam-block: error: workflow file {tmp_path / 'nope.json'} does not exist"

@@ -39,7 +39,7 @@ def test_manifest_binds_the_contracted_fields():
     assert box_kinds == {"object_detection_prediction", "instance_segmentation_prediction", "keypoint_detection_prediction"}
     assert properties["version"]["default"] == "hiera_tiny"
     versions = {v for option in properties["version"]["anyOf"] for v in option.get("enum", [])}
-    assert versions == {"hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large"}
+    assert versions == {"hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large", "demo"}
     assert properties["threshold"]["default"] == 0.0
     assert properties["multimask_output"]["default"] is True
     for field in ("boxes", "version", "threshold", "multimask_output"):

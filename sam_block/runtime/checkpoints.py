@@ -37,7 +37,9 @@ def checkpoint_dir() -> Path:
 
 
 def checkpoint_path(variant: Variant) -> Path:
-    """Where the checkpoint of `variant` is expected on disk."""
+    """Where the checkpoint of `variant` is expected on disk (bundled ones: inside the package)."""
+    if variant.bundled:
+        return Path(variant.bundled)
     return checkpoint_dir() / variant.filename
 
 
@@ -46,11 +48,14 @@ def is_offline() -> bool:
 
 
 def _missing_message(variant: Variant, path: Path, reason: str) -> str:
-    fix = (
-        f"download it from {variant.url} and save it as {path}"
-        if variant.url
-        else f"place the checkpoint file at {path}"
-    )
+    if variant.bundled:
+        return (
+            f"SAM 2 checkpoint for version {variant.name!r} is not available: {reason}. "
+            f"Expected file: {path}, shipped with sam_block. To fix: reinstall sam_block, "
+            f"or retrain it with `python -m sam_block.demo.train`."
+        )
+    url = variant.download_url()
+    fix = f"download it from {url} and save it as {path}" if url else f"place the checkpoint file at {path}"
     return (
         f"SAM 2 checkpoint for version {variant.name!r} is not available: {reason}. "
         f"Expected file: {path}. To fix: {fix} (or point {CHECKPOINT_DIR_ENV} at the "
@@ -67,7 +72,8 @@ def resolve_checkpoint(variant: Variant, progress: bool = True) -> Path:
     path = checkpoint_path(variant)
     if path.is_file():
         return path
-    if variant.url is None:
+    url = variant.download_url()
+    if url is None:
         raise CheckpointMissingError(_missing_message(variant, path, "the file does not exist"))
     if is_offline():
         raise CheckpointMissingError(
@@ -76,7 +82,7 @@ def resolve_checkpoint(variant: Variant, progress: bool = True) -> Path:
             )
         )
     try:
-        download(variant.url, path, progress=progress)
+        download(url, path, progress=progress)
     except Exception as error:  # network, disk, HTTP status: all mean "not available"
         raise CheckpointMissingError(
             _missing_message(variant, path, f"the file does not exist and downloading failed ({error})")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from sam_block.errors import UnknownVersionError
 
 META_CHECKPOINT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
+# A mirror of Meta's checkpoint directory (same file names) to download from instead.
+CHECKPOINT_BASE_URL_ENV = "SAM_BLOCK_CHECKPOINT_BASE_URL"
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -20,13 +25,31 @@ class Variant:
             package (``"configs/sam2.1/sam2.1_hiera_t.yaml"``) or an absolute path.
         filename: the checkpoint file name inside the checkpoint directory.
         url: where the official checkpoint can be downloaded from (``None`` when
-            the file cannot be downloaded).
+            the file cannot be downloaded); see :meth:`download_url`.
+        bundled: absolute path of a checkpoint shipped inside the package (the
+            ``demo`` model); such a checkpoint is read from there, never downloaded.
     """
 
     name: str
     config: str
     filename: str
     url: Optional[str]
+    bundled: Optional[str] = None
+
+    def download_url(self) -> Optional[str]:
+        """The URL to fetch the checkpoint from now.
+
+        ``SAM_BLOCK_CHECKPOINT_BASE_URL``, when set, replaces Meta's base URL of the
+        official files (a mirror, or a local server), keeping their file names.
+
+        Example:
+            >>> get_variant("hiera_tiny").download_url()
+            'https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_tiny.pt'
+        """
+        base = os.environ.get(CHECKPOINT_BASE_URL_ENV, "").strip()
+        if base and self.url and self.url == f"{META_CHECKPOINT_BASE_URL}/{self.filename}":
+            return f"{base.rstrip('/')}/{self.filename}"
+        return self.url
 
 
 def _official(name: str, config_suffix: str, file_suffix: str) -> Variant:
@@ -46,13 +69,25 @@ VARIANTS: Dict[str, Variant] = {
         _official("hiera_small", "s", "small"),
         _official("hiera_b_plus", "b+", "base_plus"),
         _official("hiera_large", "l", "large"),
+        # A toy, for the offline demo and tests only: the SAM 2.1 architecture shrunk to a
+        # 256 x 256 input and trained for minutes on generated scenes of shapes
+        # (sam_block/demo/train.py). It segments such scenes, not photographs.
+        Variant(
+            name="demo",
+            config=str(_PACKAGE_DIR / "configs" / "sam2.1_demo.yaml"),
+            filename="sam2.1_demo.pt",
+            url=None,
+            bundled=str(_PACKAGE_DIR / "weights" / "sam2.1_demo.pt"),
+        ),
     )
 }
 DEFAULT_VERSION = "hiera_tiny"
+OFFICIAL_VERSIONS = ("hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large")
 
 
 def available_versions() -> List[str]:
-    """Names accepted by the block's `version` field, smallest model first."""
+    """Names accepted by the block's `version` field: the official models, smallest
+    first, then the toy ``demo``."""
     return list(VARIANTS)
 
 

@@ -113,7 +113,7 @@ class BlockManifest(WorkflowBlockManifest):
         json_schema_extra={"always_visible": True},
     )
     version: Union[
-        Literal["hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large"],
+        Literal["hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large", "demo"],
         Selector(kind=[STRING_KIND]),
     ] = Field(
         default="hiera_tiny",
