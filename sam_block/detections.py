@@ -45,7 +45,8 @@ def to_supervision_masks(masks: CroppedMasks, compact: bool) -> Union[np.ndarray
     if len(masks) == 0:
         return CompactMask.from_dense(np.zeros((0, *masks.image_size), dtype=bool), np.zeros((0, 4)), masks.image_size)
     parts = []
-    for (x1, y1, _, _), crop in zip(masks.boxes, masks.crops):
+    for index, (x1, y1, _, _) in enumerate(masks.boxes):
+        crop = masks.crop(index)
         h, w = crop.shape
         local = CompactMask.from_dense(crop[None], np.array([[0, 0, w - 1, h - 1]]), (h, w))
         parts.append(local.with_offset(int(x1), int(y1), masks.image_size))

@@ -73,11 +73,7 @@ def segment_everything(predictor: Sam2Predictor, embedding: ImageEmbedding, para
         found.append(masks.select(stable))
         scores.append(iou[confident].cpu().numpy()[stable])
         stabilities.append(stability[stable])
-    masks = CroppedMasks(
-        image_size=(height, width),
-        boxes=np.concatenate([m.boxes for m in found]).reshape(-1, 4),
-        crops=[crop for m in found for crop in m.crops],
-    )
+    masks = CroppedMasks.concatenate((height, width), found)
     score = np.concatenate(scores).astype(np.float32)
     stability = np.concatenate(stabilities).astype(np.float32)
     if len(masks):

@@ -13,49 +13,73 @@ small objects on large images far cheaper in time and memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 
-@dataclass
 class CroppedMasks:
-    """``N`` binary masks of one image, each stored as its tight bounding-box crop.
+    """``N`` binary masks of one image, each stored as its tight bounding-box crop, bit-packed.
 
     Attributes:
         image_size: ``(H, W)`` of the full image.
         boxes: ``(N, 4)`` int ``x1, y1, x2, y2`` inclusive pixel bounds (zeros for empty masks).
-        crops: ``N`` bool arrays of shape ``(y2 - y1 + 1, x2 - x1 + 1)`` (``(0, 0)`` when empty).
+        areas: ``(N,)`` pixels in each mask.
+
+    Crops are kept with ``np.packbits`` (1 bit per pixel): 300 large masks of a 4K image
+    hold 300 MB instead of 2.5 GB. ``crop(i)`` unpacks one.
     """
 
-    image_size: Tuple[int, int]
-    boxes: np.ndarray
-    crops: List[np.ndarray]
+    def __init__(self, image_size: Tuple[int, int], boxes: np.ndarray, crops: Sequence[np.ndarray] = (), packed=None, areas=None):
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+        if packed is None:
+            packed = [np.packbits(np.asarray(crop, dtype=bool), axis=None) for crop in crops]
+            areas = [int(np.count_nonzero(crop)) for crop in crops]
+        self._packed: List[np.ndarray] = list(packed)
+        self.areas = np.asarray(areas, dtype=np.int64).reshape(-1)
 
     def __len__(self) -> int:
-        return len(self.crops)
+        return len(self._packed)
 
     @classmethod
     def empty(cls, image_size: Tuple[int, int]) -> "CroppedMasks":
-        return cls(image_size=image_size, boxes=np.zeros((0, 4), dtype=np.int64), crops=[])
+        return cls(image_size, np.zeros((0, 4), dtype=np.int64))
+
+    @classmethod
+    def concatenate(cls, image_size: Tuple[int, int], parts: Sequence["CroppedMasks"]) -> "CroppedMasks":
+        return cls(
+            image_size,
+            np.concatenate([p.boxes for p in parts]) if parts else np.zeros((0, 4)),
+            packed=[packed for p in parts for packed in p._packed],
+            areas=np.concatenate([p.areas for p in parts]) if parts else np.zeros(0),
+        )
+
+    def crop(self, index: int) -> np.ndarray:
+        """The bool crop of mask `index` (``(0, 0)`` when the mask is empty)."""
+        if self.areas[index] == 0:
+            return np.zeros((0, 0), dtype=bool)
+        x1, y1, x2, y2 = self.boxes[index]
+        height, width = int(y2 - y1 + 1), int(x2 - x1 + 1)
+        return np.unpackbits(self._packed[index], count=height * width).reshape(height, width).astype(bool)
 
     @property
-    def areas(self) -> np.ndarray:
-        return np.array([int(crop.sum()) for crop in self.crops], dtype=np.int64)
+    def crops(self) -> List[np.ndarray]:
+        """All crops unpacked (for small sets; prefer ``crop(i)``)."""
+        return [self.crop(i) for i in range(len(self))]
 
     def select(self, rows) -> "CroppedMasks":
         rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=int)
-        return CroppedMasks(self.image_size, self.boxes[rows].reshape(-1, 4), [self.crops[i] for i in rows])
+        return CroppedMasks(self.image_size, self.boxes[rows], packed=[self._packed[i] for i in rows], areas=self.areas[rows])
 
     def to_dense(self) -> np.ndarray:
         """``(N, H, W)`` bool."""
         dense = np.zeros((len(self), *self.image_size), dtype=bool)
-        for row, ((x1, y1, x2, y2), crop) in enumerate(zip(self.boxes, self.crops)):
-            if crop.size:
-                dense[row, y1 : y2 + 1, x1 : x2 + 1] = crop
+        for row, (x1, y1, x2, y2) in enumerate(self.boxes):
+            if self.areas[row]:
+                dense[row, y1 : y2 + 1, x1 : x2 + 1] = self.crop(row)
         return dense
 
 
@@ -103,7 +127,8 @@ def upsample_to_crops(
     rows = _source_indices(height, in_h, low_res.device)
     cols = _source_indices(width, in_w, low_res.device)
     boxes = np.zeros((count, 4), dtype=np.int64)
-    crops: List[np.ndarray] = [np.zeros((0, 0), dtype=bool)] * count
+    packed: List[np.ndarray] = [np.zeros(0, dtype=np.uint8)] * count
+    areas = np.zeros(count, dtype=np.int64)
     stability = np.zeros(count, dtype=np.float32)
     reachable = low_res > threshold - stability_offset
     regions = {}
@@ -122,7 +147,9 @@ def upsample_to_crops(
         if len(ys):
             xs = torch.nonzero(mask.any(dim=0)).flatten()
             top, bottom, left, right = int(ys[0]), int(ys[-1]), int(xs[0]), int(xs[-1])
-            crops[i] = mask[top : bottom + 1, left : right + 1].cpu().numpy()
+            crop = mask[top : bottom + 1, left : right + 1].cpu().numpy()
+            packed[i] = np.packbits(crop, axis=None)
+            areas[i] = int(np.count_nonzero(crop))
             boxes[i] = (x_a + left, y_a + top, x_a + right, y_a + bottom)
 
     large = []
@@ -138,7 +165,7 @@ def upsample_to_crops(
         for i, values in zip(chunk, full):
             y_a, y_b, x_a, x_b = regions[i]
             finish(i, values[y_a : y_b + 1, x_a : x_b + 1], y_a, x_a)
-    return CroppedMasks(image_size=(height, width), boxes=boxes, crops=crops), stability
+    return CroppedMasks((height, width), boxes, packed=packed, areas=areas), stability
 
 
 def _interpolate(logits: torch.Tensor, rows, cols, y_range: Tuple[int, int], x_range: Tuple[int, int]) -> torch.Tensor:
