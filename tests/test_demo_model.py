@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sam_block.demo.scenes import make_scene
-from sam_block.demo.train import HELD_OUT_SEED
+from sam_block.demo.train import HELD_OUT_SEED, held_out_ious
 from sam_block.runtime.checkpoints import checkpoint_path, load_state_dict, resolve_checkpoint
 from sam_block.runtime.models import MODELS, build_model
 from sam_block.runtime.predictor import PromptBatch, Sam2Predictor
@@ -58,18 +58,12 @@ def test_checkpoint_base_url_override_keeps_official_file_names(monkeypatch):
 
 
 def _held_out_ious(predictor, multimask_output: bool):
-    ious = []
-    for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + HELD_OUT_SCENES):
-        scene = make_scene(seed)
-        if not len(scene.masks):
-            continue
-        result = predictor.predict(predictor.encode(scene.image), PromptBatch(boxes=scene.boxes), multimask_output)
-        ious += [(p & t).sum() / (p | t).sum() for p, t in zip(result.masks, scene.masks)]
-    return np.array(ious)
+    return held_out_ious(predictor, HELD_OUT_SCENES, HELD_OUT_SEED, multimask_output)
 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,  # only the quality assertion may fail; any other error is a real failure
     reason="target not reached: the bundled weights (1500 single-thread CPU steps of "
     "python -m sam_block.demo.train) settle on a nearly prompt-independent mask; see README, The demo model",
 )

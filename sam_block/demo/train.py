@@ -118,20 +118,26 @@ def step_loss(model, embed, high_res, prompts) -> Tuple[torch.Tensor, float]:
     return total, float(torch.cat(ious).mean())
 
 
-def evaluate(model, scenes: int = 40, seed: int = HELD_OUT_SEED, multimask_output: bool = True) -> float:
-    """Mean mask IoU of box prompts (exact ground-truth boxes) on held-out scenes."""
-    from sam_block.runtime.predictor import PromptBatch, Sam2Predictor
+def held_out_ious(predictor, scenes: int = 40, seed: int = HELD_OUT_SEED, multimask_output: bool = True) -> np.ndarray:
+    """Mask IoU of every box prompt (exact ground-truth boxes) on held-out scenes."""
+    from sam_block.runtime.predictor import PromptBatch
 
-    predictor = Sam2Predictor(model.eval())
     ious = []
     for s in range(seed, seed + scenes):
         scene = make_scene(s)
         if not len(scene.masks):
             continue
         result = predictor.predict(predictor.encode(scene.image), PromptBatch(boxes=scene.boxes), multimask_output)
-        for pred, truth in zip(result.masks, scene.masks):
+        for pred, truth in zip(result.masks.to_dense(), scene.masks):
             ious.append((pred & truth).sum() / max(1, (pred | truth).sum()))
-    return float(np.mean(ious))
+    return np.array(ious)
+
+
+def evaluate(model, scenes: int = 40, seed: int = HELD_OUT_SEED, multimask_output: bool = True) -> float:
+    """Mean mask IoU of box prompts on held-out scenes."""
+    from sam_block.runtime.predictor import Sam2Predictor
+
+    return float(np.mean(held_out_ious(Sam2Predictor(model.eval(), cache=None), scenes, seed, multimask_output)))
 
 
 def train(steps: int, batch: int, per_image: int, lr: float, seed: int, log_every: int = 20):
