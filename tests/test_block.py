@@ -1,6 +1,5 @@
 """Behaviour of the block inside the real engine: provenance, threshold, bad boxes, metadata."""
 
-import json
 import logging
 
 import numpy as np

@@ -8,15 +8,13 @@ it passes unexpectedly and fails the suite, so that the marker gets removed.
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from sam_block.demo.scenes import make_scene
 from sam_block.demo.train import HELD_OUT_SEED, held_out_ious
 from sam_block.runtime.checkpoints import checkpoint_path, load_state_dict, resolve_checkpoint
 from sam_block.runtime.models import MODELS, build_model
-from sam_block.runtime.predictor import PromptBatch, Sam2Predictor
+from sam_block.runtime.predictor import Sam2Predictor
 from sam_block.runtime.variants import DEFAULT_VERSION, available_versions, get_variant
 from tests.conftest import REPO
 

@@ -1,10 +1,8 @@
 """Keypoints as points, masks as refinement, segment-everything: parity with Meta's SAM 2 tools."""
 
-import json
 
 import numpy as np
 import pytest
-import supervision as sv
 import torch
 
 from sam_block.runtime.predictor import mask_prompt_logits
