@@ -3,12 +3,23 @@
     python -m sam_block.demo.train            # writes sam_block/weights/sam2.1_demo.pt
 
 The model is the real SAM 2.1 architecture, shrunk (``sam_block/configs/sam2.1_demo.yaml``).
-Encoder and decoder are trained jointly, with the prompts SAM 2 understands: every
-shape gets a box (some slightly jittered), half of them also 1-3 foreground points. Loss, per prompt: BCE + dice of the
-single-mask output, BCE + dice of the best of the three multimask outputs (SAM's
-"minimum over proposals"), and the MSE between each output's predicted IoU and its
-actual IoU. Everything is seeded: the same command on the same thread count gives
-the same weights. At the end the mean box-prompt mask IoU on held-out scenes
+Training has two phases.
+
+1. *Where is the box* (``--prompt-steps``): prompt encoder and mask decoder alone learn
+   to turn a box into the mask that fills it, on a blank image embedding. Trained
+   jointly from scratch, the model instead settles on segmenting every shape whatever
+   the prompt (mean IoU ~0.25, far below the 0.71 of simply filling the box): image
+   features offer that shortcut long before the decoder's attention has learned to
+   read prompt positions. Taught first, the localisation survives phase 2.
+2. Encoder and decoder are trained jointly on generated scenes (``--steps``), with the
+   prompts SAM 2 understands: every shape gets a box (some slightly jittered), half of
+   them also 1-3 foreground points. Loss, per prompt: BCE + dice of the single-mask
+   output, BCE + dice of the best of the three multimask outputs (SAM's "minimum over
+   proposals"), and the MSE between each output's predicted IoU and its actual IoU.
+
+Everything is seeded: the same command on the same thread count gives the same
+weights (about 29 min single-threaded on a 2-core CPU). At the end the mean
+box-prompt mask IoU on held-out scenes
 (other seeds) is measured through sam_block's own predictor and printed.
 """
 
@@ -140,13 +151,58 @@ def evaluate(model, scenes: int = 40, seed: int = HELD_OUT_SEED, multimask_outpu
     return float(np.mean(held_out_ious(Sam2Predictor(model.eval(), cache=None), scenes, seed, multimask_output)))
 
 
-def train(steps: int, batch: int, per_image: int, lr: float, seed: int, log_every: int = 20):
+def pretrain_prompts(model, rng: np.random.Generator, steps: int, per_step: int = 32, lr: float = 1e-3, log_every: int = 50) -> None:
+    """Phase 1: prompt encoder and mask decoder learn to fill random boxes on a blank image.
+
+    The image embedding and the high-resolution features are zeros, so the box
+    coordinates are the decoder's only information: it has to learn to read them.
+    Every output (the single mask and the three proposals) is trained to the filled box.
+    """
+    encoder, decoder = model.sam_prompt_encoder, model.sam_mask_decoder
+    params = [*encoder.parameters(), *decoder.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    size, grid = model.image_size, model.sam_image_embedding_size  # 256, 16
+    dim = model.sam_prompt_embed_dim
+    blank = torch.zeros(per_step, dim, grid, grid)
+    high_res = [torch.zeros(per_step, dim // 8, 4 * grid, 4 * grid), torch.zeros(per_step, dim // 4, 2 * grid, 2 * grid)]
+    centres = (torch.arange(4 * grid) + 0.5) * size / (4 * grid)  # low-res mask pixel centres, image pixels
+    start, running = time.time(), []
+    for step in range(steps):
+        centre = rng.uniform(0, size, (per_step, 2))
+        extent = rng.uniform(12, 140, (per_step, 2))
+        boxes = torch.from_numpy(np.concatenate([centre - extent / 2, centre + extent / 2], 1).clip(0, size).astype(np.float32))
+        inside_x = (centres >= boxes[:, 0, None]) & (centres < boxes[:, 2, None])  # (N, W)
+        inside_y = (centres >= boxes[:, 1, None]) & (centres < boxes[:, 3, None])  # (N, H)
+        target = (inside_y[:, :, None] & inside_x[:, None, :]).float().unsqueeze(1)
+        labels = torch.tensor([[2, 3]]).expand(per_step, 2)
+        sparse, dense = encoder(points=(boxes.view(-1, 2, 2), labels), boxes=None, masks=None)
+        low_res, _, _, _ = decoder.predict_masks(
+            image_embeddings=blank,
+            image_pe=encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
+            high_res_features=high_res,
+        )
+        loss = mask_losses(low_res, target).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running.append(float(loss.detach()))
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            print(f"boxes {step + 1}/{steps}  loss {np.mean(running):.3f}  {time.time() - start:.0f}s", flush=True)
+            running.clear()
+
+
+def train(steps: int, batch: int, per_image: int, lr: float, seed: int, prompt_steps: int = 0, log_every: int = 20):
     from sam_block.runtime.models import build_model
     from sam_block.runtime.variants import get_variant
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_model(get_variant("demo")).train()
+    if prompt_steps:
+        pretrain_prompts(model, rng, prompt_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
@@ -177,7 +233,8 @@ def train(steps: int, batch: int, per_image: int, lr: float, seed: int, log_ever
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"checkpoint to write (default {DEFAULT_OUT})")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--prompt-steps", type=int, default=600, help="phase 1: steps of learning to read box prompts on a blank image")
+    parser.add_argument("--steps", type=int, default=3000, help="phase 2: steps of joint training on scenes")
     parser.add_argument("--batch", type=int, default=4, help="scenes per step")
     parser.add_argument("--per-image", type=int, default=6, help="prompts per scene")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -196,7 +253,7 @@ def main(argv=None) -> int:
         print(f"held-out mean box IoU: {evaluate(model):.4f} (best of 3 proposals), {evaluate(model, multimask_output=False):.4f} (single-mask output)")
         return 0
     wall, cpu = time.time(), time.process_time()
-    model = train(args.steps, args.batch, args.per_image, args.lr, args.seed)
+    model = train(args.steps, args.batch, args.per_image, args.lr, args.seed, args.prompt_steps)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
