@@ -18,9 +18,9 @@ Training has two phases.
    proposals"), and the MSE between each output's predicted IoU and its actual IoU.
 
 Everything is seeded: the same command on the same thread count gives the same
-weights (28 min on a 2-core CPU: one thread trains, a second process draws scenes). At the end the mean
-box-prompt mask IoU on held-out scenes
-(other seeds) is measured through sam_block's own predictor and printed.
+weights (28 min on a 2-core CPU: one thread trains, a second process draws scenes).
+At the end the mean box-prompt mask IoU on held-out scenes (other seeds) is measured
+through sam_block's own predictor and printed.
 """
 
 from __future__ import annotations
@@ -102,21 +102,27 @@ def mask_losses(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSS_SIZE = 128  # masks are compared with the ground truth at this resolution (logits are 64 x 64)
 
 
+def decode_prompts(model, embed: torch.Tensor, high_res: List[torch.Tensor], coords: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """All four mask outputs ``(N, 4, h, w)`` and their predicted IoUs, one image row per prompt row."""
+    encoder = model.sam_prompt_encoder
+    sparse, dense = encoder(points=(coords, labels), boxes=None, masks=None)
+    low_res, iou_pred, _, _ = model.sam_mask_decoder.predict_masks(
+        image_embeddings=embed,
+        image_pe=encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        repeat_image=False,
+        high_res_features=high_res,
+    )
+    return low_res, iou_pred
+
+
 def step_loss(model, embed, high_res, prompts) -> Tuple[torch.Tensor, float]:
     """Decode every prompt group and return the loss and the mean IoU of the single-mask outputs."""
-    decoder, encoder = model.sam_mask_decoder, model.sam_prompt_encoder
     total, ious = 0.0, []
     for index, coords, labels, targets in prompts.values():
         idx = torch.as_tensor(index)
-        sparse, dense = encoder(points=(torch.as_tensor(coords), torch.as_tensor(labels)), boxes=None, masks=None)
-        low_res, iou_pred, _, _ = decoder.predict_masks(
-            image_embeddings=embed[idx],
-            image_pe=encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            repeat_image=False,
-            high_res_features=[f[idx] for f in high_res],
-        )
+        low_res, iou_pred = decode_prompts(model, embed[idx], [f[idx] for f in high_res], torch.as_tensor(coords), torch.as_tensor(labels))
         logits = F.interpolate(low_res, size=(LOSS_SIZE, LOSS_SIZE), mode="bilinear", align_corners=False)
         target = torch.as_tensor(targets, dtype=torch.float32).unsqueeze(1)
         target = F.interpolate(target, size=(LOSS_SIZE, LOSS_SIZE), mode="area")  # soft edges: exact coverage
@@ -166,9 +172,8 @@ def pretrain_prompts(model, rng: np.random.Generator, steps: int, per_step: int 
     params = [*encoder.parameters(), *decoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     size, grid = model.image_size, model.sam_image_embedding_size  # 256, 16
-    dim = model.sam_prompt_embed_dim
-    blank = torch.zeros(per_step, dim, grid, grid)
-    high_res = [torch.zeros(per_step, dim // 8, 4 * grid, 4 * grid), torch.zeros(per_step, dim // 4, 2 * grid, 2 * grid)]
+    blank = torch.zeros(per_step, model.sam_prompt_embed_dim, grid, grid)
+    high_res = [torch.zeros(per_step, conv.out_channels, scale * grid, scale * grid) for conv, scale in ((decoder.conv_s0, 4), (decoder.conv_s1, 2))]
     centres = (torch.arange(4 * grid) + 0.5) * size / (4 * grid)  # low-res mask pixel centres, image pixels
     start, running = time.time(), []
     for step in range(steps):
@@ -179,15 +184,7 @@ def pretrain_prompts(model, rng: np.random.Generator, steps: int, per_step: int 
         inside_y = (centres >= boxes[:, 1, None]) & (centres < boxes[:, 3, None])  # (N, H)
         target = (inside_y[:, :, None] & inside_x[:, None, :]).float().unsqueeze(1)
         labels = torch.tensor([[2, 3]]).expand(per_step, 2)
-        sparse, dense = encoder(points=(boxes.view(-1, 2, 2), labels), boxes=None, masks=None)
-        low_res, _, _, _ = decoder.predict_masks(
-            image_embeddings=blank,
-            image_pe=encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            repeat_image=False,
-            high_res_features=high_res,
-        )
+        low_res, _ = decode_prompts(model, blank, high_res, boxes.view(-1, 2, 2), labels)
         loss = mask_losses(low_res, target).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
