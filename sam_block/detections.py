@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 import supervision as sv
@@ -62,6 +62,8 @@ def masks_to_detections(
     threshold: float = 0.0,
     stability_score: Optional[np.ndarray] = None,
     compact: Optional[bool] = None,
+    tracker_id: Optional[np.ndarray] = None,
+    extra_data: Optional[Dict[str, np.ndarray]] = None,
 ) -> sv.Detections:
     """Build detections from one mask per prompt.
 
@@ -69,7 +71,8 @@ def masks_to_detections(
     ``xyxy`` is the tight box of each mask, ``confidence`` its score; ``class_id``,
     ``data["class_name"]`` and ``data["parent_id"]`` are copied from the prompt, and
     every detection gets a new unique ``data["detection_id"]``; `stability_score`, when
-    given, lands in ``data["stability_score"]``. `compact` (default: the
+    given, lands in ``data["stability_score"]``; `tracker_id` and the per-row columns of
+    `extra_data` are kept for the same rows. `compact` (default: the
     ``SAM_BLOCK_COMPACT_MASKS`` policy) returns ``mask`` as supervision's ``CompactMask``.
 
     Example:
@@ -86,6 +89,7 @@ def masks_to_detections(
     count = len(masks)
     if compact is None:
         compact = use_compact_masks(count, masks.image_size)
+    data = {key: np.asarray(value)[keep] for key, value in (extra_data or {}).items()}
     return sv.Detections(
         xyxy=masks.boxes.astype(np.float32).reshape(-1, 4),
         mask=to_supervision_masks(masks, compact),
@@ -98,5 +102,7 @@ def masks_to_detections(
             else np.zeros(0, dtype=str),
             "parent_id": np.asarray(parent_id, dtype=object)[keep].astype(str) if count else np.zeros(0, dtype=str),
             "stability_score": np.asarray(stability_score, dtype=np.float32)[keep],
+            **data,
         },
+        tracker_id=None if tracker_id is None else np.asarray(tracker_id, dtype=int)[keep],
     )

@@ -10,10 +10,23 @@ from sam_block.manifests import MANIFESTS_DIR, describe_blocks, render
 TYPE = "sam_block/segment_anything_2@v1"
 
 
-def test_load_blocks_returns_the_block_class():
-    [block] = sam_block.load_blocks()
-    assert block.__name__ == "SegmentAnything2BlockV1"
-    assert block.get_init_parameters() == []
+def test_load_blocks_returns_the_block_classes():
+    image, video = sam_block.load_blocks()
+    assert (image.__name__, video.__name__) == ("SegmentAnything2BlockV1", "SegmentAnything2VideoBlockV1")
+    assert image.get_init_parameters() == [] and video.get_init_parameters() == []
+
+
+def test_video_block_is_described_with_the_anchors_field_names():
+    from inference.core.workflows.execution_engine.introspection.blocks_loader import describe_available_blocks
+
+    described = {b.manifest_type_identifier: b for b in describe_available_blocks(dynamic_blocks=[]).blocks}
+    block = described["sam_block/segment_anything_2_video@v1"]
+    properties = block.block_schema["properties"]
+    anchor = described["roboflow_core/segment_anything_2_video@v1"].block_schema["properties"]
+    shared = {"images", "boxes", "prompt_mode", "prompt_interval", "threshold"}
+    assert shared <= set(properties) and shared <= set(anchor)
+    assert {"version", "match_iou", "lost_after", "max_tracks"} <= set(properties)
+    assert [k.name for k in block.outputs_manifest[0].kind] == ["instance_segmentation_prediction"]
 
 
 def test_engine_blocks_loader_lists_the_block():

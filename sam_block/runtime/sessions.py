@@ -1,0 +1,237 @@
+"""One video's tracks (identities, prompting, lifetime) and the sessions of many videos.
+
+No supervision, no engine: prompts come in as boxes with an opaque ``info`` dict
+(class, ids, confidence) that rides along with the track they start or refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Hashable, List, Optional, Tuple
+
+import numpy as np
+
+from sam_block.runtime.association import box_iou_matrix, match
+from sam_block.runtime.masks import CroppedMasks
+from sam_block.runtime.tracker import TrackMemory, TrackOutput, VideoTracker, logits_to_masks
+
+logger = logging.getLogger(__name__)
+
+PROMPT_MODES = ("first_frame", "every_n_frames", "every_frame")
+# A matched detection re-anchors its track (a fresh conditioning frame from the box) when
+# the box and this frame's propagated mask overlap less than this.
+DRIFT_IOU = 0.75
+DEFAULT_MAX_SESSIONS = 32  # videos tracked at once per block instance (LRU beyond)
+DEFAULT_SESSION_TTL_S = 300.0  # a video silent this long is forgotten
+
+
+@dataclass
+class TrackerSettings:
+    prompt_mode: str = "first_frame"
+    prompt_interval: int = 30
+    match_iou: float = 0.3
+    lost_after: int = 15
+    max_tracks: int = 50
+
+    def __post_init__(self) -> None:
+        if self.prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"prompt_mode={self.prompt_mode!r}: use one of {', '.join(PROMPT_MODES)}.")
+        if int(self.prompt_interval) < 1:
+            raise ValueError(f"prompt_interval={self.prompt_interval!r}: use a whole number ≥ 1.")
+        if int(self.lost_after) < 1:
+            raise ValueError(f"lost_after={self.lost_after!r}: use a whole number ≥ 1.")
+        if int(self.max_tracks) < 1:
+            raise ValueError(f"max_tracks={self.max_tracks!r}: use a whole number ≥ 1.")
+
+
+@dataclass
+class BoxPrompt:
+    """A detection on a prompt frame: its box (pixels ``x1, y1, x2, y2``) and what the track inherits."""
+
+    box: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Track:
+    track_id: int
+    memory: TrackMemory
+    info: dict
+    last_box: Optional[np.ndarray] = None  # box of the last reported mask
+    absent_frames: int = 0
+
+
+@dataclass
+class FrameResult:
+    """The present tracks of one frame, row by row."""
+
+    track_ids: np.ndarray  # (N,) int
+    masks: CroppedMasks
+    ious: np.ndarray  # (N,) SAM's predicted IoU
+    object_scores: np.ndarray  # (N,) object-score logits (> 0: present)
+    infos: List[dict]
+
+
+class VideoSession:
+    """The tracks of one video; ``step`` takes its frames in order."""
+
+    def __init__(self, tracker: VideoTracker, settings: TrackerSettings, first_id: int = 1):
+        self.tracker = tracker
+        self.settings = settings
+        self.tracks: List[Track] = []
+        self.frame_idx = -1  # dense index of the last frame seen
+        self.last_frame_number: Optional[int] = None
+        self.frame_size: Optional[Tuple[int, int]] = None
+        self.next_id = int(first_id)  # ids are never reused within a video, restarts included
+        self.prompted = False
+
+    def is_prompt_frame(self, frame_idx: int) -> bool:
+        mode = self.settings.prompt_mode
+        if mode == "every_frame":
+            return True
+        if mode == "every_n_frames":
+            return frame_idx % int(self.settings.prompt_interval) == 0
+        return not self.prompted
+
+    def state_bytes(self) -> int:
+        """Bytes of tensors the session holds (every track's bounded memory)."""
+        return sum(track.memory.tensor_bytes() for track in self.tracks)
+
+    def step(self, frame_rgb: np.ndarray, prompts: List[BoxPrompt], frame_number: Optional[int] = None) -> FrameResult:
+        """Track every live object onto this frame; on a prompt frame, match `prompts` to tracks."""
+        self.frame_idx += 1
+        self.last_frame_number = frame_number
+        self.frame_size = tuple(frame_rgb.shape[:2])
+        idx, size = self.frame_idx, self.frame_size
+        features = self.tracker.encode(frame_rgb)
+        outputs: Dict[int, TrackOutput] = {t.track_id: self.tracker.propagate(t.memory, idx, features) for t in self.tracks}
+        if prompts and self.is_prompt_frame(idx):
+            self.prompted = True
+            self._apply_prompts(prompts, outputs, idx, features, size)
+        order = [t for t in self.tracks]
+        masks, _ = logits_to_masks([outputs[t.track_id] for t in order], size)
+        present = np.array([outputs[t.track_id].object_score > 0 for t in order], dtype=bool) & (masks.areas > 0)
+        kept: List[Track] = []
+        for row, track in enumerate(order):
+            if present[row]:
+                track.absent_frames = 0
+                track.last_box = _mask_box(masks.boxes[row])
+            else:
+                track.absent_frames += 1
+            if track.absent_frames < int(self.settings.lost_after):
+                kept.append(track)
+            else:
+                logger.info("Track %d ended: absent for %d frames", track.track_id, track.absent_frames)
+        self.tracks = kept
+        rows = np.flatnonzero(present)
+        return FrameResult(
+            track_ids=np.array([order[r].track_id for r in rows], dtype=int),
+            masks=masks.select(rows),
+            ious=np.array([outputs[order[r].track_id].iou for r in rows], dtype=np.float32),
+            object_scores=np.array([outputs[order[r].track_id].object_score for r in rows], dtype=np.float32),
+            infos=[dict(order[r].info) for r in rows],
+        )
+
+    def _apply_prompts(self, prompts: List[BoxPrompt], outputs: Dict[int, TrackOutput], idx: int, features, size) -> None:
+        det_boxes = np.stack([np.asarray(p.box, dtype=np.float64) for p in prompts])
+        similarity = np.zeros((len(prompts), len(self.tracks)))
+        propagated_iou = np.zeros_like(similarity)
+        if self.tracks:
+            masks, _ = logits_to_masks([outputs[t.track_id] for t in self.tracks], size)
+            for col, track in enumerate(self.tracks):
+                if outputs[track.track_id].object_score > 0 and masks.areas[col] > 0:
+                    propagated_iou[:, col] = box_iou_matrix(det_boxes, _exclusive(masks.boxes[col]))[:, 0]
+                last = box_iou_matrix(det_boxes, track.last_box[None])[:, 0] if track.last_box is not None else 0.0
+                similarity[:, col] = np.maximum(propagated_iou[:, col], last)
+        pairs, new_dets, _ = match(similarity, float(self.settings.match_iou))
+        for det, col in pairs:
+            track = self.tracks[col]
+            track.info = dict(prompts[det].info)
+            track.last_box = det_boxes[det]  # until a mask of this frame says better
+            if propagated_iou[det, col] < DRIFT_IOU:
+                outputs[track.track_id] = self.tracker.prompt_box(track.memory, idx, features, det_boxes[det])
+        for det in new_dets:
+            if len(self.tracks) >= int(self.settings.max_tracks):
+                logger.warning(
+                    "max_tracks=%d reached: detection %s starts no new track (raise max_tracks to track more objects)",
+                    self.settings.max_tracks,
+                    det_boxes[det].round(1).tolist(),
+                )
+                continue
+            track = Track(self.next_id, TrackMemory(), dict(prompts[det].info), last_box=det_boxes[det])
+            self.next_id += 1
+            outputs[track.track_id] = self.tracker.prompt_box(track.memory, idx, features, det_boxes[det])
+            self.tracks.append(track)
+
+
+def _exclusive(box) -> np.ndarray:
+    """A mask's inclusive pixel bounds as a box with exclusive right/bottom edges."""
+    x1, y1, x2, y2 = np.asarray(box, dtype=np.float64).reshape(4)
+    return np.array([[x1, y1, x2 + 1, y2 + 1]])
+
+
+def _mask_box(box) -> np.ndarray:
+    return _exclusive(box)[0]
+
+
+class SessionStore:
+    """Sessions keyed by video, least recently used evicted beyond `max_sessions`, idle ones after `ttl_s`.
+
+    A session restarts when the frame number does not increase (a rollback, or still
+    images that all arrive as frame 0) or when the frame size changes.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[int], VideoSession],
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        ttl_s: float = DEFAULT_SESSION_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.factory = factory
+        self.max_sessions = max(1, int(max_sessions))
+        self.ttl_s = float(ttl_s)
+        self.clock = clock
+        self._sessions: "OrderedDict[Hashable, Tuple[VideoSession, float]]" = OrderedDict()
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._sessions
+
+    def get(self, key: Hashable, frame_number: Optional[int], frame_size: Tuple[int, int]) -> VideoSession:
+        now = self.clock()
+        for old in [k for k, (_, seen) in self._sessions.items() if now - seen > self.ttl_s]:
+            logger.info("Video %r idle for over %.0f s: its tracks are dropped", old, self.ttl_s)
+            del self._sessions[old]
+        session = self._sessions.pop(key, (None, 0.0))[0]
+        first_id = session.next_id if session is not None else 1
+        if session is not None and session.frame_size is not None and session.frame_size != tuple(frame_size):
+            logger.warning(
+                "Video %r changed frame size from %s to %s: tracking restarts with new ids",
+                key, session.frame_size, tuple(frame_size),
+            )
+            session = None
+        elif (
+            session is not None
+            and frame_number is not None
+            and session.last_frame_number is not None
+            and frame_number <= session.last_frame_number
+        ):
+            logger.info(
+                "Video %r: frame %s after frame %s, tracking restarts", key, frame_number, session.last_frame_number
+            )
+            session = None
+        if session is None:
+            session = self.factory(first_id)
+        self._sessions[key] = (session, now)
+        while len(self._sessions) > self.max_sessions:
+            evicted, _ = self._sessions.popitem(last=False)
+            logger.info("Video %r evicted (more than %d videos at once)", evicted, self.max_sessions)
+        return session
