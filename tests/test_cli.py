@@ -203,8 +203,9 @@ def test_demo_writes_pictures_json_and_coco_offline(tmp_path, capsys):
 def test_describe_prints_the_committed_manifest(capsys):
     assert main(["describe"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    committed = json.loads((REPO / "manifests" / "sam_block.segment_anything_2.v1.json").read_text())
-    assert printed == {"sam_block.segment_anything_2.v1.json": committed}
+    committed = {p.name: json.loads(p.read_text()) for p in (REPO / "manifests").glob("*.json")}
+    assert sorted(printed) == ["sam_block.segment_anything_2.v1.json", "sam_block.segment_anything_2_video.v1.json"]
+    assert printed == committed
 
 
 class _CheckpointServer(http.server.BaseHTTPRequestHandler):
