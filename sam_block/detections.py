@@ -10,6 +10,7 @@ import numpy as np
 import supervision as sv
 from supervision.detection.compact_mask import CompactMask
 
+from sam_block.rle import DEFAULT_OUTPUT_FORMAT, apply_output_format
 from sam_block.runtime.masks import CroppedMasks
 
 COMPACT_MASKS_ENV = "SAM_BLOCK_COMPACT_MASKS"
@@ -62,6 +63,7 @@ def masks_to_detections(
     threshold: float = 0.0,
     stability_score: Optional[np.ndarray] = None,
     compact: Optional[bool] = None,
+    output_format: str = DEFAULT_OUTPUT_FORMAT,
 ) -> sv.Detections:
     """Build detections from one mask per prompt.
 
@@ -71,6 +73,8 @@ def masks_to_detections(
     every detection gets a new unique ``data["detection_id"]``; `stability_score`, when
     given, lands in ``data["stability_score"]``. `compact` (default: the
     ``SAM_BLOCK_COMPACT_MASKS`` policy) returns ``mask`` as supervision's ``CompactMask``.
+    `output_format` ``"rle"`` adds each mask's exact COCO RLE as ``data["rle_mask"]``
+    (built from the crops; ``mask`` stays), ``"polygons"`` adds nothing.
 
     Example:
         >>> crop = np.ones((2, 2), bool)
@@ -86,7 +90,7 @@ def masks_to_detections(
     count = len(masks)
     if compact is None:
         compact = use_compact_masks(count, masks.image_size)
-    return sv.Detections(
+    detections = sv.Detections(
         xyxy=masks.boxes.astype(np.float32).reshape(-1, 4),
         mask=to_supervision_masks(masks, compact),
         confidence=scores[keep],
@@ -100,3 +104,4 @@ def masks_to_detections(
             "stability_score": np.asarray(stability_score, dtype=np.float32)[keep],
         },
     )
+    return apply_output_format(detections, output_format, masks)
