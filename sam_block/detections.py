@@ -10,6 +10,7 @@ import numpy as np
 import supervision as sv
 from supervision.detection.compact_mask import CompactMask
 
+from sam_block.rle import DEFAULT_OUTPUT_FORMAT, apply_output_format
 from sam_block.runtime.masks import CroppedMasks
 
 COMPACT_MASKS_ENV = "SAM_BLOCK_COMPACT_MASKS"
@@ -64,6 +65,7 @@ def masks_to_detections(
     compact: Optional[bool] = None,
     tracker_id: Optional[np.ndarray] = None,
     extra_data: Optional[Dict[str, np.ndarray]] = None,
+    output_format: str = DEFAULT_OUTPUT_FORMAT,
 ) -> sv.Detections:
     """Build detections from one mask per prompt.
 
@@ -74,6 +76,8 @@ def masks_to_detections(
     given, lands in ``data["stability_score"]``; `tracker_id` and the per-row columns of
     `extra_data` are kept for the same rows. `compact` (default: the
     ``SAM_BLOCK_COMPACT_MASKS`` policy) returns ``mask`` as supervision's ``CompactMask``.
+    `output_format` ``"rle"`` adds each mask's exact COCO RLE as ``data["rle_mask"]``
+    (built from the crops; ``mask`` stays), ``"polygons"`` adds nothing.
 
     Example:
         >>> crop = np.ones((2, 2), bool)
@@ -90,7 +94,7 @@ def masks_to_detections(
     if compact is None:
         compact = use_compact_masks(count, masks.image_size)
     data = {key: np.asarray(value)[keep] for key, value in (extra_data or {}).items()}
-    return sv.Detections(
+    detections = sv.Detections(
         xyxy=masks.boxes.astype(np.float32).reshape(-1, 4),
         mask=to_supervision_masks(masks, compact),
         confidence=scores[keep],
@@ -106,3 +110,4 @@ def masks_to_detections(
         },
         tracker_id=None if tracker_id is None else np.asarray(tracker_id, dtype=int)[keep],
     )
+    return apply_output_format(detections, output_format, masks)

@@ -28,6 +28,7 @@ from inference.core.workflows.execution_engine.entities.types import (
     INSTANCE_SEGMENTATION_PREDICTION_KIND,
     KEYPOINT_DETECTION_PREDICTION_KIND,
     OBJECT_DETECTION_PREDICTION_KIND,
+    RLE_INSTANCE_SEGMENTATION_PREDICTION_KIND,
     STRING_KIND,
     INTEGER_KIND,
     FloatZeroToOne,
@@ -42,6 +43,7 @@ from inference.core.workflows.prototypes.block import (
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
+from sam_block.rle import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMAT_DESCRIPTION, OutputFormat
 from sam_block.runtime.device import resolve_device
 from sam_block.runtime.everything import EverythingParams, segment_everything
 from sam_block.runtime.masks import CroppedMasks
@@ -179,6 +181,11 @@ class BlockManifest(WorkflowBlockManifest):
         examples=[0, 100],
         json_schema_extra=ADVANCED,
     )
+    output_format: Union[OutputFormat, Selector(kind=[STRING_KIND])] = Field(
+        default=DEFAULT_OUTPUT_FORMAT,
+        description=OUTPUT_FORMAT_DESCRIPTION,
+        examples=["polygons", "rle", "$inputs.output_format"],
+    )
 
     @classmethod
     def get_parameters_accepting_batches(cls) -> List[str]:
@@ -186,7 +193,14 @@ class BlockManifest(WorkflowBlockManifest):
 
     @classmethod
     def describe_outputs(cls) -> List[OutputDefinition]:
-        return [OutputDefinition(name="predictions", kind=[INSTANCE_SEGMENTATION_PREDICTION_KIND])]
+        # RLE first: the engine serializes with the first kind that accepts the value, and
+        # the RLE serializer refuses detections without data["rle_mask"] (output_format: polygons).
+        return [
+            OutputDefinition(
+                name="predictions",
+                kind=[RLE_INSTANCE_SEGMENTATION_PREDICTION_KIND, INSTANCE_SEGMENTATION_PREDICTION_KIND],
+            )
+        ]
 
     @classmethod
     def get_execution_engine_compatibility(cls) -> Optional[str]:
@@ -218,6 +232,7 @@ class SegmentAnything2BlockV1(WorkflowBlock):
         pred_iou_thresh: float = 0.8,
         stability_score_thresh: float = 0.95,
         min_mask_area: int = 0,
+        output_format: str = DEFAULT_OUTPUT_FORMAT,
     ) -> BlockResult:
         predictor = MODELS.predictor(version, resolve_device())
         rgb_images = [to_rgb_uint8(image.numpy_image, channel_order="bgr") for image in images]
@@ -232,7 +247,7 @@ class SegmentAnything2BlockV1(WorkflowBlock):
             )
             embeddings = predictor.encode_many(rgb_images)
             return [
-                {"predictions": _everything(predictor, image, embedding, params, float(threshold))}
+                {"predictions": _everything(predictor, image, embedding, params, float(threshold), output_format)}
                 for image, embedding in zip(images, embeddings)
             ]
         prompted = [
@@ -258,13 +273,19 @@ class SegmentAnything2BlockV1(WorkflowBlock):
                 parent_id=parent_id,
                 threshold=float(threshold),
                 stability_score=prediction.stability_scores if prediction else None,
+                output_format=output_format,
             )
             results.append({"predictions": attach_engine_metadata(detections, image)})
         return results
 
 
 def _everything(
-    predictor: Sam2Predictor, image: WorkflowImageData, embedding: ImageEmbedding, params: EverythingParams, threshold: float
+    predictor: Sam2Predictor,
+    image: WorkflowImageData,
+    embedding: ImageEmbedding,
+    params: EverythingParams,
+    threshold: float,
+    output_format: str = DEFAULT_OUTPUT_FORMAT,
 ) -> sv.Detections:
     result = segment_everything(predictor, embedding, params)
     keep = result.scores >= threshold  # before numbering, so ids stay 0…N−1
@@ -276,6 +297,7 @@ def _everything(
         class_name=[str(i) for i in ids],
         parent_id=[image.parent_metadata.parent_id] * len(ids),
         stability_score=result.stability_scores[keep],
+        output_format=output_format,
     )
     return attach_engine_metadata(detections, image)
 
