@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Dict
+
+from sam_block.plugin import enable_plugin
 
 MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "manifests"
 
 
 def describe_blocks() -> Dict[str, dict]:
     """``{file name: block description}`` for every block this plugin contributes."""
-    plugins = [p for p in os.environ.get("WORKFLOWS_PLUGINS", "").split(",") if p]
-    if "sam_block" not in plugins:
-        os.environ["WORKFLOWS_PLUGINS"] = ",".join(plugins + ["sam_block"])
+    enable_plugin()
     from inference.core.interfaces.http.handlers.workflows import handle_describe_workflows_blocks_request
 
     description = handle_describe_workflows_blocks_request()

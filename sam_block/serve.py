@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-PLUGIN = "sam_block"
+from sam_block.plugin import enable_plugin
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9001
 # HttpInterface mounts these folders of inference's web UI relative to the working
@@ -29,13 +30,6 @@ DEFAULT_PORT = 9001
 _LANDING_DIRS = ("inference/landing/out/static", "inference/landing/out/_next/static")
 # Relative paths in these variables are made absolute before leaving the caller's directory.
 _PATH_VARIABLES = ("SAM_BLOCK_CHECKPOINT_DIR", "MODEL_CACHE_DIR")
-
-
-def enable_plugin(environ=os.environ) -> None:
-    """Add ``sam_block`` to ``WORKFLOWS_PLUGINS`` (keeping any other plugins)."""
-    plugins = [p.strip() for p in environ.get("WORKFLOWS_PLUGINS", "").split(",") if p.strip()]
-    if PLUGIN not in plugins:
-        environ["WORKFLOWS_PLUGINS"] = ",".join(plugins + [PLUGIN])
 
 
 def _enter_working_dir(working_dir: Optional[Path]) -> Path:
@@ -55,7 +49,7 @@ def build_app(working_dir: Optional[Path] = None):
     """inference's HTTP app (as in its Docker images) with the plugin enabled."""
     enable_plugin()
     _enter_working_dir(working_dir)
-    from inference.core.env import MAX_ACTIVE_MODELS
+    from inference.core.env import MAX_ACTIVE_MODELS  # the HTTP app and model manager live in inference
     from inference.core.interfaces.http.http_api import HttpInterface
     from inference.core.managers.base import ModelManager
     from inference.core.managers.decorators.fixed_size_cache import WithFixedSizeCache

@@ -1,9 +1,7 @@
 """Finding, downloading and safely loading checkpoints; the messages users see."""
 
-import http.server
 import os
 import pickle
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from sam_block.runtime import checkpoints
 from sam_block.runtime.checkpoints import download, load_state_dict, resolve_checkpoint
 from sam_block.runtime.models import load_model
 from sam_block.runtime.variants import Variant, get_variant
+from tests.conftest import FileServer
 
 
 @pytest.fixture
@@ -47,42 +46,22 @@ def test_missing_checkpoint_offline_names_version_path_and_url(empty_dir):
     assert "SAM_BLOCK_OFFLINE=1" in message
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    payload = b""
-    truncate = False
-
-    def do_GET(self):  # noqa: N802
-        if self.path == "/missing.pt":
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.payload)))
-        self.end_headers()
-        self.wfile.write(self.payload[: len(self.payload) // 2] if self.truncate else self.payload)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    _Handler.truncate = False
+    """A loopback mirror: ``/t.pt`` serves what a test puts there, other paths 404."""
+    with FileServer() as httpd:
+        yield httpd, httpd.url
 
 
 def test_missing_checkpoint_is_downloaded_atomically(server, empty_dir, monkeypatch, tiny_checkpoint):
     monkeypatch.delenv("SAM_BLOCK_OFFLINE")
     _, url = server
-    _Handler.payload = tiny_checkpoint.read_bytes()
+    httpd, url = server
+    httpd.files["/t.pt"] = tiny_checkpoint.read_bytes()
     variant = Variant(name="hiera_tiny", config="configs/sam2.1/sam2.1_hiera_t.yaml", filename="sam2.1_hiera_tiny.pt", url=f"{url}/t.pt")
     path = resolve_checkpoint(variant, progress=False)
     assert path == empty_dir / "sam2.1_hiera_tiny.pt"
-    assert path.read_bytes() == _Handler.payload
+    assert path.read_bytes() == httpd.files["/t.pt"]
     assert os.listdir(empty_dir) == ["sam2.1_hiera_tiny.pt"]
     model = load_model(variant, torch.device("cpu"))
     assert model.image_size == 1024
@@ -91,7 +70,8 @@ def test_missing_checkpoint_is_downloaded_atomically(server, empty_dir, monkeypa
 def test_interrupted_download_leaves_no_file_and_explains(server, empty_dir, monkeypatch):
     monkeypatch.delenv("SAM_BLOCK_OFFLINE")
     _, url = server
-    _Handler.payload, _Handler.truncate = b"x" * 4096, True
+    httpd, url = server
+    httpd.files["/t.pt"], httpd.truncate = b"x" * 4096, True
     variant = Variant(name="hiera_tiny", config="", filename="sam2.1_hiera_tiny.pt", url=f"{url}/t.pt")
     monkeypatch.setenv("SAM_BLOCK_DOWNLOAD_TIMEOUT", "5")
     with pytest.raises(CheckpointMissingError, match="downloading failed") as error:
@@ -112,7 +92,8 @@ def test_http_error_is_reported_with_the_url(server, empty_dir, monkeypatch):
 
 def test_download_keeps_an_existing_file_when_it_fails(server, tmp_path):
     _, url = server
-    _Handler.payload, _Handler.truncate = b"new" * 100, True
+    httpd, url = server
+    httpd.files["/t.pt"], httpd.truncate = b"new" * 100, True
     target = tmp_path / "file.pt"
     target.write_bytes(b"old")
     with pytest.raises(IOError):
@@ -188,3 +169,72 @@ def test_a_failed_load_is_not_cached(empty_dir, tiny_checkpoint):
             registry.get("hiera_tiny", torch.device("cpu"))
     target.write_bytes(tiny_checkpoint.read_bytes())
     assert registry.get("hiera_tiny", torch.device("cpu")).image_size == 1024
+
+
+# --------------------------------------------------------------------------- downloads are verified before the rename
+
+UNRESOLVABLE = "http://sam-block-test.invalid/"  # .invalid never resolves (RFC 2606): a DNS failure
+
+
+def _tiny_from(url):
+    return Variant(name="hiera_tiny", config="configs/sam2.1/sam2.1_hiera_t.yaml", filename="sam2.1_hiera_tiny.pt", url=url)
+
+
+def test_random_bytes_served_as_a_checkpoint_are_refused_and_deleted(server, empty_dir, monkeypatch):
+    monkeypatch.delenv("SAM_BLOCK_OFFLINE")
+    httpd, url = server
+    httpd.files["/t.pt"] = os.urandom(3 << 20)
+    with pytest.raises(CheckpointCorruptError) as error:
+        resolve_checkpoint(_tiny_from(f"{url}/t.pt"), progress=False)
+    message = str(error.value)
+    assert f"{url}/t.pt" in message and "'hiera_tiny'" in message and "rejected and deleted" in message
+    assert "corrupt or truncated" in message  # why: it is not a torch file
+    assert os.listdir(empty_dir) == []  # neither the file nor a temporary one
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_before_the_rename(server, empty_dir, monkeypatch):
+    monkeypatch.delenv("SAM_BLOCK_OFFLINE")
+    httpd, url = server
+    httpd.files["/t.pt"] = Path(get_variant("demo").bundled).read_bytes()  # a valid SAM 2.1 file, of the toy model
+    with pytest.raises(CheckpointCorruptError, match="does not fit the architecture of version 'hiera_tiny'") as error:
+        resolve_checkpoint(_tiny_from(f"{url}/t.pt"), progress=False)
+    assert "of another shape" in str(error.value)
+    assert os.listdir(empty_dir) == []
+
+
+def test_a_known_sha256_must_match(server, empty_dir, monkeypatch, tiny_checkpoint):
+    import hashlib
+
+    monkeypatch.delenv("SAM_BLOCK_OFFLINE")
+    httpd, url = server
+    httpd.files["/t.pt"] = tiny_checkpoint.read_bytes()
+    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_SHA256", "hiera_tiny=" + "0" * 64)
+    with pytest.raises(CheckpointCorruptError, match="SHA-256 is [0-9a-f]{64}, expected 0{64}"):
+        resolve_checkpoint(_tiny_from(f"{url}/t.pt"), progress=False)
+    assert os.listdir(empty_dir) == []
+    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_SHA256", "hiera_tiny=" + hashlib.sha256(httpd.files["/t.pt"]).hexdigest())
+    assert resolve_checkpoint(_tiny_from(f"{url}/t.pt"), progress=False).read_bytes() == httpd.files["/t.pt"]
+
+
+def test_downloaded_files_get_the_users_normal_permissions(server, empty_dir, monkeypatch, tiny_checkpoint):
+    monkeypatch.delenv("SAM_BLOCK_OFFLINE")
+    httpd, url = server
+    httpd.files["/t.pt"] = tiny_checkpoint.read_bytes()
+    previous = os.umask(0o022)
+    try:
+        path = resolve_checkpoint(_tiny_from(f"{url}/t.pt"), progress=False)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644  # 0o666 less the umask, not mkstemp's 0o600
+
+
+def test_an_unreachable_network_gives_our_message(empty_dir, monkeypatch):
+    monkeypatch.delenv("SAM_BLOCK_OFFLINE")
+    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_BASE_URL", UNRESOLVABLE)
+    with pytest.raises(CheckpointMissingError) as error:
+        resolve_checkpoint(get_variant("hiera_small"), progress=False)
+    message = str(error.value)
+    assert message.startswith("SAM 2 checkpoint for version 'hiera_small' is not available")
+    assert str(empty_dir / "sam2.1_hiera_small.pt") in message
+    assert "http://sam-block-test.invalid/sam2.1_hiera_small.pt" in message and "To fix:" in message
+    assert os.listdir(empty_dir) == []

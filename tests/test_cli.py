@@ -7,7 +7,7 @@ import cv2
 import pytest
 
 from sam_block.cli import main
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO, FileServer
 
 DATA = EXAMPLES / "data"
 
@@ -77,12 +77,10 @@ def _write(path: Path, text: str) -> Path:
 # --------------------------------------------------------------------------- the other commands
 # They run the toy `demo` model (256 x 256 input): real weights, a real engine, seconds on CPU.
 
-import http.server  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
 
 import numpy as np  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
@@ -208,35 +206,19 @@ def test_describe_prints_the_committed_manifest(capsys):
     assert printed == committed
 
 
-class _CheckpointServer(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-
-    def do_GET(self):  # noqa: N802
-        payload = self.files.get(self.path)
-        if payload is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+@pytest.fixture
+def mirror_server(monkeypatch, tmp_path, tiny_checkpoint):
+    """A loopback HTTP server standing in for Meta's checkpoint directory; an empty checkpoint dir."""
+    with FileServer({"/sam2.1_hiera_tiny.pt": tiny_checkpoint.read_bytes()}) as httpd:
+        monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_BASE_URL", httpd.url + "/")
+        monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+        monkeypatch.delenv("SAM_BLOCK_OFFLINE")
+        yield httpd
 
 
 @pytest.fixture
-def mirror(monkeypatch, tmp_path, tiny_checkpoint):
-    """A loopback HTTP server standing in for Meta's checkpoint directory; an empty checkpoint dir."""
-    _CheckpointServer.files = {"/sam2.1_hiera_tiny.pt": tiny_checkpoint.read_bytes()}
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CheckpointServer)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_BASE_URL", f"http://127.0.0.1:{httpd.server_address[1]}/")
-    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
-    monkeypatch.delenv("SAM_BLOCK_OFFLINE")
-    yield tmp_path / "ckpt"
-    httpd.shutdown()
-    httpd.server_close()
+def mirror(mirror_server, tmp_path):
+    return tmp_path / "ckpt"
 
 
 def test_download_fetches_from_the_mirror_atomically(mirror, tiny_checkpoint, capsys):

@@ -2,23 +2,26 @@
 
 Checkpoints live in ``SAM_BLOCK_CHECKPOINT_DIR`` (default ``~/.cache/sam_block``)
 under their official file names. A missing file is downloaded from Meta's public
-URL (atomically: temp file + rename) unless ``SAM_BLOCK_OFFLINE=1``. Files are
-loaded with ``torch.load(..., weights_only=True)``: no object is ever unpickled.
+URL unless ``SAM_BLOCK_OFFLINE=1``: into a temporary file that is verified (it loads
+with ``weights_only=True`` as a state dict fitting the variant's architecture, and
+matches the variant's SHA-256 when one is known) before it is renamed into place.
+Files are loaded with ``torch.load(..., weights_only=True)``: no object is ever unpickled.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import hashlib
 import pickle
-import tempfile
+import uuid
 import urllib.request
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from sam_block.errors import CheckpointCorruptError, CheckpointMissingError
+from sam_block.errors import CheckpointCorruptError, CheckpointMissingError, SamBlockError
 from sam_block.runtime.variants import Variant
 
 logger = logging.getLogger(__name__)
@@ -63,11 +66,14 @@ def _missing_message(variant: Variant, path: Path, reason: str) -> str:
     )
 
 
-def resolve_checkpoint(variant: Variant, progress: bool = True) -> Path:
+def resolve_checkpoint(variant: Variant, progress: Optional[bool] = True) -> Path:
     """Return the path of `variant`'s checkpoint, downloading it if it is missing.
+
+    `progress`: show a download bar (``None``: only when stderr is a terminal).
 
     Raises:
         CheckpointMissingError: the file is absent and downloading is disabled or failed.
+        CheckpointCorruptError: the downloaded file is not `variant`'s checkpoint (it was deleted).
     """
     path = checkpoint_path(variant)
     if path.is_file():
@@ -82,7 +88,12 @@ def resolve_checkpoint(variant: Variant, progress: bool = True) -> Path:
             )
         )
     try:
-        download(url, path, progress=progress)
+        download(url, path, progress=progress, verify=lambda candidate: verify_checkpoint(candidate, variant))
+    except SamBlockError as error:
+        raise CheckpointCorruptError(
+            f"The file downloaded from {url} for SAM 2 version {variant.name!r} was rejected and "
+            f"deleted, nothing was saved at {path}: {error}"
+        ) from error
     except Exception as error:  # network, disk, HTTP status: all mean "not available"
         raise CheckpointMissingError(
             _missing_message(variant, path, f"the file does not exist and downloading failed ({error})")
@@ -90,13 +101,25 @@ def resolve_checkpoint(variant: Variant, progress: bool = True) -> Path:
     return path
 
 
-def download(url: str, destination: Path, progress: bool = True, timeout_s: Optional[float] = None) -> None:
-    """Download `url` to `destination` atomically: a partial file is never left behind."""
+def download(
+    url: str,
+    destination: Path,
+    progress: Optional[bool] = True,
+    timeout_s: Optional[float] = None,
+    verify: Optional[Callable[[Path], None]] = None,
+) -> None:
+    """Download `url` to `destination` atomically: a partial or rejected file is never left behind.
+
+    The bytes go to a temporary file beside `destination` (created with the user's normal
+    permissions, i.e. ``0o666`` less the umask); ``verify(temp_path)``, when given, may
+    raise to reject it; only then is it renamed into place.
+    """
     if timeout_s is None:
         timeout_s = float(os.environ.get(DOWNLOAD_TIMEOUT_ENV, DEFAULT_DOWNLOAD_TIMEOUT_S))
     destination.parent.mkdir(parents=True, exist_ok=True)
     logger.info("Downloading %s to %s", url, destination)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    tmp_path = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.part"
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -109,16 +132,76 @@ def download(url: str, destination: Path, progress: bool = True, timeout_s: Opti
                 bar.close()
             if total is not None and out.tell() != total:
                 raise IOError(f"received {out.tell()} of {total} bytes")
-        os.replace(tmp_name, destination)
+        if verify is not None:
+            verify(tmp_path)
+        os.replace(tmp_path, destination)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp_path.unlink(missing_ok=True)
         raise
 
 
-def _progress_bar(total: Optional[int], name: str, enabled: bool):
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(_CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(path: Path, variant: Variant) -> None:
+    """Check that `path` holds `variant`'s weights before anything trusts it.
+
+    It must match the variant's SHA-256 when one is known, load with
+    ``weights_only=True`` in the official format, and hold exactly the tensors of the
+    variant's architecture, with their shapes.
+
+    Raises:
+        CheckpointCorruptError: saying which check failed.
+    """
+    expected_digest = variant.expected_sha256()
+    if expected_digest:
+        actual = sha256_of(path)
+        if actual != expected_digest.lower():
+            raise CheckpointCorruptError(f"its SHA-256 is {actual}, expected {expected_digest}")
+    state_dict = load_state_dict(path)
+    expected = expected_shapes(variant)
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = sorted(
+        k for k in set(expected) & set(state_dict)
+        if not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != expected[k]
+    )
+    if missing or unexpected or wrong:
+        raise CheckpointCorruptError(
+            f"it does not fit the architecture of version {variant.name!r}: {len(missing)} missing "
+            f"weights (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(wrong)} of another shape (e.g. {wrong[:3]})"
+        )
+
+
+_SHAPES: Dict[str, Dict[str, Tuple[int, ...]]] = {}
+
+
+def expected_shapes(variant: Variant) -> Dict[str, Tuple[int, ...]]:
+    """Name → shape of every tensor in `variant`'s state dict (built once per variant)."""
+    if variant.name not in _SHAPES:
+        from sam_block.runtime.models import build_model  # models imports this module
+
+        with torch.no_grad():
+            model = build_model(variant)
+        _SHAPES[variant.name] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        del model
+    return _SHAPES[variant.name]
+
+
+def _progress_bar(total: Optional[int], name: str, enabled: Optional[bool]):
+    """A bar on stderr: always (True), never (False), or only on a terminal (None)."""
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not enabled)
+    disable = (not sys.stderr.isatty()) if enabled is None else not enabled
+    return tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=disable, file=sys.stderr)
 
 
 def load_state_dict(path: Path) -> Dict[str, torch.Tensor]:
@@ -131,6 +214,12 @@ def load_state_dict(path: Path) -> Dict[str, torch.Tensor]:
             file, holds pickled objects, or lacks the ``"model"`` entry.
     """
     path = Path(path)
+    if not _looks_like_torch_file(path):
+        raise CheckpointCorruptError(
+            f"Checkpoint {path} is corrupt or truncated and cannot be read: it is neither "
+            f"torch's zip format nor its legacy pickle format (its first bytes are "
+            f"{_head(path)!r}). Delete it and download it again."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -153,3 +242,19 @@ def load_state_dict(path: Path) -> Dict[str, torch.Tensor]:
             f"{{'model': state_dict}} (found {found}). Save it as torch.save({{'model': model.state_dict()}})."
         )
     return checkpoint["model"]
+
+
+def _head(path: Path, size: int = 8) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as file:
+            return file.read(size)
+    except OSError:
+        return None
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (``PK``), or in the legacy format a pickle (protocol byte 0x80)."""
+    head = _head(path, 2)
+    if head is None:  # unreadable: torch.load says why
+        return True
+    return head == b"PK" or head[:1] == b"\x80"

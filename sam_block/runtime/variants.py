@@ -12,6 +12,8 @@ from sam_block.errors import UnknownVersionError
 META_CHECKPOINT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
 # A mirror of Meta's checkpoint directory (same file names) to download from instead.
 CHECKPOINT_BASE_URL_ENV = "SAM_BLOCK_CHECKPOINT_BASE_URL"
+# Known digests of checkpoint files, "version=hex,version=hex": a download must match.
+CHECKPOINT_SHA256_ENV = "SAM_BLOCK_CHECKPOINT_SHA256"
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +30,9 @@ class Variant:
             the file cannot be downloaded); see :meth:`download_url`.
         bundled: absolute path of a checkpoint shipped inside the package (the
             ``demo`` model); such a checkpoint is read from there, never downloaded.
+        sha256: the SHA-256 of the checkpoint file when known; a download that does not
+            match is refused. ``SAM_BLOCK_CHECKPOINT_SHA256`` overrides it (see
+            :meth:`expected_sha256`).
     """
 
     name: str
@@ -35,6 +40,24 @@ class Variant:
     filename: str
     url: Optional[str]
     bundled: Optional[str] = None
+    sha256: Optional[str] = None
+
+    def expected_sha256(self) -> Optional[str]:
+        """The digest a downloaded file must have: ``SAM_BLOCK_CHECKPOINT_SHA256`` entries
+        ``version=HEX`` (comma-separated) win over :attr:`sha256`; None when unknown.
+
+        Example:
+            >>> import os
+            >>> os.environ[CHECKPOINT_SHA256_ENV] = "hiera_small=ab12"
+            >>> get_variant("hiera_small").expected_sha256(), get_variant("hiera_tiny").expected_sha256()
+            ('ab12', None)
+            >>> del os.environ[CHECKPOINT_SHA256_ENV]
+        """
+        for entry in os.environ.get(CHECKPOINT_SHA256_ENV, "").split(","):
+            name, sep, digest = entry.strip().partition("=")
+            if sep and name.strip() == self.name and digest.strip():
+                return digest.strip().lower()
+        return self.sha256
 
     def download_url(self) -> Optional[str]:
         """The URL to fetch the checkpoint from now.

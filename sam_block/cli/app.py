@@ -1,0 +1,190 @@
+"""The `sam-block` parser and entry point: errors are one line, ``--debug`` adds the traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import List, NoReturn, Optional
+
+from sam_block import __version__
+from sam_block.cli.commands import cmd_describe, cmd_download, cmd_run, cmd_segment
+from sam_block.cli.demo import cmd_demo
+from sam_block.cli.errors import CliError, root_message
+
+DESCRIPTION = """`sam-block`: run SAM 2 workflows on images and videos from the shell, offline.
+
+Every command goes through inference's real Workflows engine with the sam_block
+plugin enabled; the model runs in this process."""
+
+EXAMPLES = """examples:
+  sam-block demo
+  sam-block segment photo.jpg --boxes boxes.json --out out/
+  sam-block run example_workflows/f_segment_everything.json photos/ --out out/ --param points_per_side=16
+  sam-block download hiera_tiny
+  sam-block describe > manifest.json"""
+
+BOXES_HELP = """boxes.json holds inference's prediction format ({"predictions": [{"x", "y", "width", "height", "class", ...}]})
+or a plain list: [{"x1": 10, "y1": 20, "x2": 110, "y2": 90, "class_name": "cat"}, ...]"""
+
+SEGMENT_EXAMPLES = f"""examples:
+  sam-block segment photo.jpg --boxes boxes.json --out out/
+  sam-block segment example_workflows/data/scene.jpg --boxes example_workflows/data/scene_boxes.json --out out/ --version hiera_small
+{BOXES_HELP}"""
+
+RUN_EXAMPLES = """examples:
+  sam-block run example_workflows/f_segment_everything.json example_workflows/data/scene.jpg --out out/
+  sam-block run my_workflow.json photos/ clip.mp4 --every 10 --out out/ --param threshold=0.5 --param classes='["cat"]'
+  sam-block run example_workflows/b_template_matching_to_mask_visualization.json scene.jpg --param template=patch.png --out out/
+  sam-block run example_workflows/a_boxes_input.json scene.jpg --param boxes=@boxes_per_image.json --param version=demo --out out/
+
+The first WorkflowImage input of the workflow receives each image (or video frame).
+--param values are parsed as JSON when they can be (0.5, true, ["a"]), else kept as
+strings; @FILE reads the JSON of FILE; a --param naming another image input may be
+an image file path.
+Per image it writes NAME.png (every detection output drawn: masks, boxes, labels),
+NAME.json (the outputs as the engine serializes them) and, for image outputs,
+NAME.OUTPUT.png; once per run coco.json (instance masks as RLE, COCO format)."""
+
+DOWNLOAD_EXAMPLES = """examples:
+  sam-block download                  # the default, hiera_tiny
+  sam-block download hiera_small hiera_large
+  SAM_BLOCK_CHECKPOINT_DIR=/models sam-block download --all
+
+Files go to $SAM_BLOCK_CHECKPOINT_DIR (default ~/.cache/sam_block), are fetched from
+Meta (or $SAM_BLOCK_CHECKPOINT_BASE_URL, a mirror with the same file names) into a
+temporary file and renamed into place only when complete."""
+
+DESCRIBE_EXAMPLES = """examples:
+  sam-block describe
+  sam-block describe > sam_block_manifest.json"""
+
+DEMO_EXAMPLES = """examples:
+  sam-block demo
+  sam-block demo --out /tmp/demo --seed 3
+
+Draws a scene of shapes, gives the boxes of its shapes (standing in for a detector)
+and the scene to the bundled workflow with SAM 2 version `demo` (a toy model shipped
+with sam_block, trained on such scenes), and writes demo_scene.png (the input),
+demo_scene.annotated.png (masks, boxes, labels), demo_scene.json and coco.json.
+Needs no network and no download."""
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Argument errors as one line, like every other error: what was wrong; where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog.split()[0]}: error: {message}; see `{self.prog} --help`\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = OneLineErrorParser(prog="sam-block", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"sam-block {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show the engine's own logs and warnings")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the full traceback")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def progress_flags(command):
+        group = command.add_mutually_exclusive_group()
+        group.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the progress bar")
+        group.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar (default: only on a terminal)")
+
+    run = commands.add_parser(
+        "run",
+        help="run any workflow definition on images, folders and videos",
+        description="Run WORKFLOW.json through the Workflows engine (sam_block enabled) on every image, "
+        "every image and video of a folder, and every N-th frame of a video.",
+        epilog=RUN_EXAMPLES,
+        formatter_class=formatter,
+    )
+    run.add_argument("workflow", type=Path, metavar="WORKFLOW.json")
+    run.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image, video or folder")
+    run.add_argument("--out", type=Path, required=True, help="output directory")
+    run.add_argument("--param", action="append", metavar="NAME=VALUE", help="a workflow input; repeatable")
+    run.add_argument("--every", type=int, default=1, metavar="N", help="videos: run on every N-th frame (default 1)")
+    progress_flags(run)
+    run.set_defaults(handler=cmd_run)
+
+    segment = commands.add_parser(
+        "segment",
+        help="turn boxes into masks on one or more images",
+        description="Segment each box of BOXES.json on every image; writes an annotated PNG and the JSON predictions "
+        "per image, and coco.json for the run.",
+        epilog=SEGMENT_EXAMPLES,
+        formatter_class=formatter,
+    )
+    segment.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image, video or folder")
+    segment.add_argument("--boxes", type=Path, required=True, help="JSON file of boxes (see below)")
+    segment.add_argument("--out", type=Path, required=True, help="output directory")
+    segment.add_argument("--version", default="hiera_tiny", help="hiera_tiny (default), hiera_small, hiera_b_plus, hiera_large, or the toy demo")
+    segment.add_argument("--threshold", type=float, default=0.0, help="drop masks scored below this (0–1)")
+    segment.add_argument("--single-mask", action="store_true", help="use SAM's single-mask output")
+    progress_flags(segment)
+    segment.set_defaults(handler=cmd_segment)
+
+    download = commands.add_parser(
+        "download",
+        help="fetch official SAM 2.1 checkpoints into the checkpoint directory",
+        description="Download the official checkpoint of each VERSION (default hiera_tiny), atomically, with a progress bar.",
+        epilog=DOWNLOAD_EXAMPLES,
+        formatter_class=formatter,
+    )
+    download.add_argument("versions", nargs="*", metavar="VERSION", help="hiera_tiny, hiera_small, hiera_b_plus, hiera_large")
+    download.add_argument("--all", action="store_true", help="all four official checkpoints")
+    progress_flags(download)
+    download.set_defaults(handler=cmd_download)
+
+    describe = commands.add_parser(
+        "describe",
+        help="print the block manifest JSON (what no-code builders see)",
+        description="Print {manifest file name: block description} as the engine's /workflows/blocks/describe serves it.",
+        epilog=DESCRIBE_EXAMPLES,
+        formatter_class=formatter,
+    )
+    describe.set_defaults(handler=cmd_describe)
+
+    demo = commands.add_parser(
+        "demo",
+        help="segment a generated scene with the bundled toy model (offline)",
+        description="Run the offline demo: a generated scene, its shapes' boxes, SAM 2 (toy `demo` model) → pictures and JSON.",
+        epilog=DEMO_EXAMPLES,
+        formatter_class=formatter,
+    )
+    demo.add_argument("--out", type=Path, default=Path("sam-block-demo"), help="output directory (default ./sam-block-demo)")
+    demo.add_argument("--seed", type=int, default=0, help="which scene to draw (default 0)")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _quiet_dependencies() -> None:
+    """Keep the terminal for our messages: inference's import-time warnings and the
+    engine's tracebacks are noise to a CLI user (``--verbose`` shows them)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import inference.core.logger  # noqa: F401  (configures the loggers we then quieten)
+
+    for name in ("inference", "roboflow_workflows"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        _quiet_dependencies()
+    from sam_block.errors import SamBlockError
+
+    try:
+        return args.handler(args)
+    except (CliError, SamBlockError) as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"sam-block: error: {root_message(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sam-block: interrupted", file=sys.stderr)
+        return 130

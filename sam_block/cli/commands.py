@@ -1,0 +1,76 @@
+"""`sam-block run`, `segment`, `download` and `describe`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sam_block.cli.engine import image_inputs, init_engine
+from sam_block.cli.errors import CliError
+from sam_block.cli.inputs import bundled_workflow, count_frames, expand_inputs, iter_frames, load_boxes, load_image, load_workflow, parse_params
+from sam_block.cli.run import run_frames
+
+
+def cmd_run(args) -> int:
+    if args.every < 1:
+        raise CliError(f"--every must be 1 or more (got {args.every})")
+    definition = load_workflow(args.workflow)
+    names = image_inputs(definition)
+    if not names:
+        raise CliError(f"workflow {args.workflow} has no WorkflowImage input to give the images to")
+    params = parse_params(args.param or [])
+    if names[0] in params:
+        raise CliError(f"--param {names[0]} names the image input, which receives INPUT; remove it")
+    for name in names[1:]:  # other image inputs: an image file path is read
+        if isinstance(params.get(name), str) and Path(params[name]).is_file():
+            params[name] = load_image(Path(params[name]))
+    inputs = expand_inputs(args.inputs)
+    engine = init_engine(definition)
+    summary = run_frames(engine, names[0], iter_frames(inputs, args.every), args.out, params, total=count_frames(inputs, args.every), progress=args.progress)
+    print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from sam_block.runtime.variants import get_variant
+
+    get_variant(args.version)  # an unknown version fails here, before the engine starts
+    boxes = load_boxes(args.boxes)
+    inputs = expand_inputs(args.images)
+    engine = init_engine(bundled_workflow("boxes_to_masks.json"))
+    params = {"boxes": [boxes], "version": args.version, "threshold": args.threshold, "multimask_output": not args.single_mask}
+    summary = run_frames(engine, "image", iter_frames(inputs, 1), args.out, params, total=count_frames(inputs, 1), progress=args.progress, json_output="predictions")
+    print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from sam_block.errors import SamBlockError
+    from sam_block.runtime.checkpoints import checkpoint_path, resolve_checkpoint
+    from sam_block.runtime.variants import DEFAULT_VERSION, OFFICIAL_VERSIONS, get_variant
+
+    versions = list(OFFICIAL_VERSIONS) if args.all else (args.versions or [DEFAULT_VERSION])
+    variants = [get_variant(v) for v in versions]  # unknown names fail before any download
+    for variant in variants:
+        path = checkpoint_path(variant)
+        if variant.bundled:
+            if not path.is_file():
+                raise CliError(f"the {variant.name!r} checkpoint should ship with sam_block at {path} but is missing; reinstall sam_block")
+            print(f"{variant.name}: bundled with sam_block at {path}, nothing to download")
+            continue
+        if path.is_file():
+            print(f"{variant.name}: already present at {path}")
+            continue
+        try:
+            resolve_checkpoint(variant, progress=args.progress)  # None: a bar only on a terminal
+        except SamBlockError as error:
+            raise CliError(str(error)) from None
+        print(f"{variant.name}: downloaded to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_describe(args) -> int:
+    from sam_block.manifests import describe_blocks
+
+    print(json.dumps(describe_blocks(), indent=2, sort_keys=True, ensure_ascii=False))
+    return 0

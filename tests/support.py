@@ -1,0 +1,128 @@
+"""Side-effect-free helpers shared by the tests and the benchmarks: importing this module
+changes no environment variable and no torch setting.
+
+- :func:`build_random_checkpoint`: a real SAM 2.1 architecture with random weights (fixed seed);
+- :func:`make_scene`, :func:`detections`, :func:`mask_iou`: inputs and a comparison;
+- :func:`load_example`, :func:`run_workflow`: the example workflows through the real engine;
+- :class:`FileServer`: a loopback HTTP server of named byte payloads (a checkpoint mirror).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+from typing import Dict, Optional
+
+import cv2
+import numpy as np
+import supervision as sv
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "example_workflows"
+TINY_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+
+
+def build_random_checkpoint(path: Path, seed: int = 0, version: str = "hiera_tiny") -> Path:
+    """Real SAM 2.1 architecture, random weights (fixed seed), official format."""
+    from sam_block.runtime.models import build_model
+    from sam_block.runtime.variants import get_variant
+
+    torch.manual_seed(seed)
+    state = build_model(get_variant(version)).state_dict()
+    # Untrained decoders produce logits within ±1, so every stability score is 0 and
+    # segment-everything finds nothing. Scaling the last layer of the mask and IoU heads
+    # keeps every mask's sign pattern but spreads logits and scores like a trained model.
+    for key in state:
+        if key.startswith("sam_mask_decoder.output_hypernetworks_mlps.") and ".layers.2." in key:
+            state[key] *= 20
+        if key.startswith("sam_mask_decoder.iou_prediction_head.layers.2."):
+            state[key] *= 5
+    torch.save({"model": state}, path)
+    return path
+
+
+def make_scene(height: int = 300, width: int = 470, seed: int = 0) -> np.ndarray:
+    """A non-square BGR image with a few coloured shapes on a noisy background."""
+    rng = np.random.default_rng(seed)
+    image = (rng.normal(110, 25, (height, width, 3))).clip(0, 255).astype(np.uint8)
+    cv2.rectangle(image, (40, 50), (180, 200), (30, 40, 220), -1)
+    cv2.circle(image, (300, 120), 70, (220, 180, 20), -1)
+    cv2.ellipse(image, (380, 240), (60, 35), 20, 0, 360, (40, 200, 60), -1)
+    return image
+
+
+def detections(xyxy, class_names=None, class_ids=None, detection_ids=None) -> sv.Detections:
+    xyxy = np.asarray(xyxy, dtype=float).reshape(-1, 4)
+    data = {}
+    if class_names is not None:
+        data["class_name"] = np.asarray(class_names)
+    if detection_ids is not None:
+        data["detection_id"] = np.asarray(detection_ids)
+    return sv.Detections(
+        xyxy=xyxy,
+        class_id=None if class_ids is None else np.asarray(class_ids),
+        confidence=np.full(len(xyxy), 0.9),
+        data=data,
+    )
+
+
+def load_example(name: str) -> dict:
+    return json.loads((EXAMPLES / name).read_text())
+
+
+def run_workflow(definition: dict, init_parameters=None, **runtime_parameters):
+    from roboflow_workflows.execution_engine.core import ExecutionEngine
+
+    engine = ExecutionEngine.init(workflow_definition=definition, init_parameters=init_parameters or {})
+    return engine.run(runtime_parameters=runtime_parameters)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+class _FileHandler(http.server.BaseHTTPRequestHandler):
+    server: "FileServer"
+
+    def do_GET(self):  # noqa: N802
+        payload = self.server.files.get(self.path)
+        if payload is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload[: len(payload) // 2] if self.server.truncate else payload)
+
+    def log_message(self, *args):
+        pass
+
+
+class FileServer(http.server.ThreadingHTTPServer):
+    """``with FileServer({"/a.pt": b"..."}) as server: urlopen(server.url + "/a.pt")``.
+
+    Unknown paths answer 404; ``truncate=True`` sends half of each payload after a
+    Content-Length announcing all of it (an interrupted download).
+    """
+
+    def __init__(self, files: Optional[Dict[str, bytes]] = None, truncate: bool = False):
+        super().__init__(("127.0.0.1", 0), _FileHandler)
+        self.files = dict(files or {})
+        self.truncate = truncate
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> "FileServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
