@@ -25,8 +25,8 @@ def test_video_block_is_described_with_the_anchors_field_names():
     anchor = described["roboflow_core/segment_anything_2_video@v1"].block_schema["properties"]
     shared = {"images", "boxes", "prompt_mode", "prompt_interval", "threshold"}
     assert shared <= set(properties) and shared <= set(anchor)
-    assert {"version", "match_iou", "lost_after", "max_tracks"} <= set(properties)
-    assert [k.name for k in block.outputs_manifest[0].kind] == ["instance_segmentation_prediction"]
+    assert {"version", "match_iou", "lost_after", "max_tracks", "output_format"} <= set(properties)
+    assert sorted(k.name for k in block.outputs_manifest[0].kind) == ["instance_segmentation_prediction", "rle_instance_segmentation_prediction"]
 
 
 def test_engine_blocks_loader_lists_the_block():
@@ -39,7 +39,7 @@ def test_engine_blocks_loader_lists_the_block():
     described = {b.manifest_type_identifier: b for b in describe_available_blocks(dynamic_blocks=[]).blocks}
     block = described[TYPE]
     assert [o.name for o in block.outputs_manifest] == ["predictions"]
-    assert [k.name for k in block.outputs_manifest[0].kind] == ["instance_segmentation_prediction"]
+    assert sorted(k.name for k in block.outputs_manifest[0].kind) == ["instance_segmentation_prediction", "rle_instance_segmentation_prediction"]
 
 
 def test_manifest_binds_the_contracted_fields():

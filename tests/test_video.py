@@ -218,6 +218,35 @@ def test_a_track_ends_after_lost_after_absent_frames_and_its_id_is_never_reused(
     assert live[6] == [2]  # prompt frame 6 starts a new track with a new id
 
 
+def test_a_track_no_detection_confirms_ends_after_lost_after_prompt_frames(present_demo):
+    """SAM says present on every frame (object-score head biased positive), so only the detector can
+    end a drifted track: object 0 is detected on frames 0-1 only; from frame 2 the detector sees
+    object 1 alone (or nothing at all on frame 3). With lost_after=3, track 1 ends after the third
+    unconfirmed prompt frame; track 2 (object 1) lives on. Without a detector (prompts None) or in
+    first_frame mode, nothing ends."""
+    from sam_block.runtime.sessions import BoxPrompt, TrackerSettings, VideoSession
+    from sam_block.runtime.tracker import VideoTracker
+
+    frames, truth = make_clip(frames=7, objects=2, seed=9)
+    tracker = VideoTracker(_load(present_demo))
+
+    def run(mode, detector=True):
+        session = VideoSession(tracker, TrackerSettings(prompt_mode=mode, lost_after=3))
+        live = []
+        for f, frame in enumerate(frames):
+            objects = [0, 1] if f < 2 else ([] if f == 3 else [1])
+            prompts = [BoxPrompt(np.array(truth[f][k], float), {"k": k}) for k in objects] if detector or f == 0 else None
+            session.step(frame[..., ::-1], prompts, f)
+            live.append(sorted(t.track_id for t in session.tracks))
+        return live
+
+    every = run("every_frame")
+    assert every[:4] == [[1, 2]] * 4  # unconfirmed on frames 2, 3: still tracked
+    assert every[4:] == [[2]] * 3  # third unconfirmed prompt frame (4): track 1 ends, track 2 stays
+    assert run("every_frame", detector=False)[-1] == [1, 2]
+    assert run("first_frame")[-1] == [1, 2]
+
+
 def test_two_videos_interleaved_in_one_batch_equal_each_alone():
     clip_a, truth_a = make_clip(frames=6, objects=2, seed=5)
     clip_b, truth_b = make_clip(frames=6, objects=3, seed=6)
@@ -302,6 +331,29 @@ def test_output_fields_feed_supervision_annotators():
         labelled = sv.LabelAnnotator().annotate(annotated, out, labels=[f"#{t}" for t in out.tracker_id])
         assert labelled.shape == frame.shape
     assert not np.array_equal(annotated, frame)
+
+
+def test_rle_output_serializes_each_tracked_mask_exactly_with_its_tracker_id():
+    """output_format: rle — the engine's JSON (what HTTP clients and `sam-block run` get) holds every
+    tracked mask as COCO RLE that decodes bit for bit to the in-process mask, with its tracker_id."""
+    from inference.core.workflows.execution_engine.core import ExecutionEngine
+
+    from sam_block.rle import decode_rle
+
+    frames, truth = make_clip(frames=3, objects=2, seed=12)
+    definition = load_example("g_video_tracking.json")
+    definition["steps"][0]["output_format"] = "rle"
+    engine = ExecutionEngine.init(workflow_definition=definition, init_parameters={})
+    polygons = _engine("first_frame")
+    for f, frame in enumerate(frames):
+        params = {"image": [_image(frame, "rle", f)], "boxes": [_boxes(truth[f])], "version": "demo"}
+        [served] = engine.run(runtime_parameters=params, serialize_results=True)
+        expected = _run(polygons, frame, _boxes(truth[f]), video="poly", number=f)
+        rows = served["predictions"]["predictions"]
+        assert len(rows) == len(expected) == 2
+        assert [row["tracker_id"] for row in rows] == expected.tracker_id.tolist()
+        for row, mask in zip(rows, expected.mask):
+            assert "points" not in row and np.array_equal(decode_rle(row["rle_mask"]), mask)
 
 
 # ---------------------------------------------------------------- bounded state

@@ -62,7 +62,9 @@ class Track:
     memory: TrackMemory
     info: dict
     last_box: Optional[np.ndarray] = None  # box of the last reported mask
+    detected_box: Optional[np.ndarray] = None  # box of the last detection matched to this track
     absent_frames: int = 0
+    unconfirmed_prompts: int = 0  # prompt frames in a row whose detections matched no box to this track
 
 
 @dataclass
@@ -101,16 +103,25 @@ class VideoSession:
         """Bytes of tensors the session holds (every track's bounded memory)."""
         return sum(track.memory.tensor_bytes() for track in self.tracks)
 
-    def step(self, frame_rgb: np.ndarray, prompts: List[BoxPrompt], frame_number: Optional[int] = None) -> FrameResult:
-        """Track every live object onto this frame; on a prompt frame, match `prompts` to tracks."""
+    def step(
+        self, frame_rgb: np.ndarray, prompts: Optional[List[BoxPrompt]], frame_number: Optional[int] = None
+    ) -> FrameResult:
+        """Track every live object onto this frame; on a prompt frame, match `prompts` to tracks.
+
+        `prompts` is None when no detector feeds this frame and a (possibly empty) list of
+        its detections when one does. A track ends after `lost_after` frames in a row where
+        SAM finds it absent, or after `lost_after` prompt frames in a row where the detector
+        gave boxes (or none) but none matched it: SAM's memory can drift onto background,
+        and a detector that keeps disagreeing is the signal.
+        """
         self.frame_idx += 1
         self.last_frame_number = frame_number
         self.frame_size = tuple(frame_rgb.shape[:2])
         idx, size = self.frame_idx, self.frame_size
         features = self.tracker.encode(frame_rgb)
         outputs: Dict[int, TrackOutput] = {t.track_id: self.tracker.propagate(t.memory, idx, features) for t in self.tracks}
-        if prompts and self.is_prompt_frame(idx):
-            self.prompted = True
+        if prompts is not None and self.is_prompt_frame(idx) and (prompts or self.tracks):
+            self.prompted = self.prompted or bool(prompts)
             self._apply_prompts(prompts, outputs, idx, features, size)
         order = [t for t in self.tracks]
         masks, _ = logits_to_masks([outputs[t.track_id] for t in order], size)
@@ -122,10 +133,16 @@ class VideoSession:
                 track.last_box = _mask_box(masks.boxes[row])
             else:
                 track.absent_frames += 1
-            if track.absent_frames < int(self.settings.lost_after):
-                kept.append(track)
-            else:
+            if track.absent_frames >= int(self.settings.lost_after):
                 logger.info("Track %d ended: absent for %d frames", track.track_id, track.absent_frames)
+            elif track.unconfirmed_prompts >= int(self.settings.lost_after):
+                logger.info(
+                    "Track %d ended: no detection matched it on %d prompt frames in a row",
+                    track.track_id,
+                    track.unconfirmed_prompts,
+                )
+            else:
+                kept.append(track)
         self.tracks = kept
         rows = np.flatnonzero(present)
         return FrameResult(
@@ -137,7 +154,7 @@ class VideoSession:
         )
 
     def _apply_prompts(self, prompts: List[BoxPrompt], outputs: Dict[int, TrackOutput], idx: int, features, size) -> None:
-        det_boxes = np.stack([np.asarray(p.box, dtype=np.float64) for p in prompts])
+        det_boxes = np.stack([np.asarray(p.box, dtype=np.float64) for p in prompts]) if prompts else np.zeros((0, 4))
         similarity = np.zeros((len(prompts), len(self.tracks)))
         propagated_iou = np.zeros_like(similarity)
         if self.tracks:
@@ -145,13 +162,18 @@ class VideoSession:
             for col, track in enumerate(self.tracks):
                 if outputs[track.track_id].object_score > 0 and masks.areas[col] > 0:
                     propagated_iou[:, col] = box_iou_matrix(det_boxes, _exclusive(masks.boxes[col]))[:, 0]
-                last = box_iou_matrix(det_boxes, track.last_box[None])[:, 0] if track.last_box is not None else 0.0
-                similarity[:, col] = np.maximum(propagated_iou[:, col], last)
+                similarity[:, col] = propagated_iou[:, col]
+                for anchor in (track.last_box, track.detected_box):
+                    if anchor is not None:
+                        similarity[:, col] = np.maximum(similarity[:, col], box_iou_matrix(det_boxes, anchor[None])[:, 0])
         pairs, new_dets, _ = match(similarity, float(self.settings.match_iou))
+        matched = {col for _, col in pairs}
+        for col, track in enumerate(self.tracks):
+            track.unconfirmed_prompts = 0 if col in matched else track.unconfirmed_prompts + 1
         for det, col in pairs:
             track = self.tracks[col]
             track.info = dict(prompts[det].info)
-            track.last_box = det_boxes[det]  # until a mask of this frame says better
+            track.last_box = track.detected_box = det_boxes[det]  # last_box: until a mask of this frame says better
             if propagated_iou[det, col] < DRIFT_IOU:
                 outputs[track.track_id] = self.tracker.prompt_box(track.memory, idx, features, det_boxes[det])
         for det in new_dets:
@@ -162,7 +184,9 @@ class VideoSession:
                     det_boxes[det].round(1).tolist(),
                 )
                 continue
-            track = Track(self.next_id, TrackMemory(), dict(prompts[det].info), last_box=det_boxes[det])
+            track = Track(
+                self.next_id, TrackMemory(), dict(prompts[det].info), last_box=det_boxes[det], detected_box=det_boxes[det]
+            )
             self.next_id += 1
             outputs[track.track_id] = self.tracker.prompt_box(track.memory, idx, features, det_boxes[det])
             self.tracks.append(track)

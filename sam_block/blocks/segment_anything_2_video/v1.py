@@ -17,6 +17,7 @@ from inference.core.workflows.execution_engine.entities.types import (
     INTEGER_KIND,
     KEYPOINT_DETECTION_PREDICTION_KIND,
     OBJECT_DETECTION_PREDICTION_KIND,
+    RLE_INSTANCE_SEGMENTATION_PREDICTION_KIND,
     STRING_KIND,
     FloatZeroToOne,
     ImageInputField,
@@ -27,6 +28,7 @@ from sam_block.blocks.segment_anything_2.v1 import attach_engine_metadata
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
+from sam_block.rle import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMAT_DESCRIPTION, OutputFormat
 from sam_block.runtime.device import resolve_device
 from sam_block.runtime.models import MODELS
 from sam_block.runtime.sessions import BoxPrompt, SessionStore, TrackerSettings, VideoSession
@@ -110,12 +112,14 @@ class BlockManifest(WorkflowBlockManifest):
     match_iou: Union[FloatZeroToOne, Selector(kind=[FLOAT_ZERO_TO_ONE_KIND])] = Field(
         default=0.3,
         description="A detection continues an existing track when its box overlaps the track's mask box "
-        "(this frame's or the last reported one) at least this much (IoU); otherwise it starts a new track.",
+        "(this frame's or the last reported one) or the box of the last detection matched to it at least this "
+        "much (IoU); otherwise it starts a new track.",
         examples=[0.3],
     )
     lost_after: Union[Annotated[int, Field(ge=1)], Selector(kind=[INTEGER_KIND])] = Field(
         default=15,
-        description="A track ends after SAM reports its object absent this many frames in a row.",
+        description="A track ends after SAM reports its object absent this many frames in a row, or "
+        "after this many prompt frames in a row on which no detection matched it.",
         examples=[15],
     )
     max_tracks: Union[Annotated[int, Field(ge=1)], Selector(kind=[INTEGER_KIND])] = Field(
@@ -124,6 +128,11 @@ class BlockManifest(WorkflowBlockManifest):
         "(with a warning) until a track ends.",
         examples=[50],
     )
+    output_format: Union[OutputFormat, Selector(kind=[STRING_KIND])] = Field(
+        default=DEFAULT_OUTPUT_FORMAT,
+        description=OUTPUT_FORMAT_DESCRIPTION,
+        examples=["polygons", "rle", "$inputs.output_format"],
+    )
 
     @classmethod
     def get_parameters_accepting_batches(cls) -> List[str]:
@@ -131,7 +140,14 @@ class BlockManifest(WorkflowBlockManifest):
 
     @classmethod
     def describe_outputs(cls) -> List[OutputDefinition]:
-        return [OutputDefinition(name="predictions", kind=[INSTANCE_SEGMENTATION_PREDICTION_KIND])]
+        # RLE first, as in the image step: the engine serializes with the first kind that
+        # accepts the value, and the RLE serializer refuses detections without data["rle_mask"].
+        return [
+            OutputDefinition(
+                name="predictions",
+                kind=[RLE_INSTANCE_SEGMENTATION_PREDICTION_KIND, INSTANCE_SEGMENTATION_PREDICTION_KIND],
+            )
+        ]
 
     @classmethod
     def get_execution_engine_compatibility(cls) -> Optional[str]:
@@ -164,13 +180,14 @@ class SegmentAnything2VideoBlockV1(WorkflowBlock):
         match_iou: float = 0.3,
         lost_after: int = 15,
         max_tracks: int = 50,
+        output_format: str = DEFAULT_OUTPUT_FORMAT,
     ) -> BlockResult:
         settings = TrackerSettings(prompt_mode, int(prompt_interval), float(match_iou), int(lost_after), int(max_tracks))
         upstream = list(boxes) if boxes is not None else [None] * len(images)
         with self._lock:
             store = self._store(version)
             return [
-                {"predictions": self._track(store, settings, image, detections, float(threshold))}
+                {"predictions": self._track(store, settings, image, detections, float(threshold), output_format)}
                 for image, detections in zip(images, upstream)
             ]
 
@@ -183,7 +200,13 @@ class SegmentAnything2VideoBlockV1(WorkflowBlock):
         return store
 
     def _track(
-        self, store: SessionStore, settings: TrackerSettings, image: WorkflowImageData, upstream, threshold: float
+        self,
+        store: SessionStore,
+        settings: TrackerSettings,
+        image: WorkflowImageData,
+        upstream,
+        threshold: float,
+        output_format: str,
     ) -> sv.Detections:
         rgb = to_rgb_uint8(image.numpy_image, channel_order="bgr")
         metadata = image.video_metadata
@@ -199,6 +222,7 @@ class SegmentAnything2VideoBlockV1(WorkflowBlock):
             parent_id=[info["parent_id"] for info in infos],
             threshold=threshold,
             tracker_id=result.track_ids,
+            output_format=output_format,
             extra_data={
                 "object_score": result.object_scores,
                 "detection_confidence": np.array([info["detection_confidence"] for info in infos], dtype=np.float32),
@@ -207,8 +231,10 @@ class SegmentAnything2VideoBlockV1(WorkflowBlock):
         return attach_engine_metadata(detections, image)
 
 
-def _box_prompts(upstream: Optional[sv.Detections], size, image: WorkflowImageData) -> List[BoxPrompt]:
-    if upstream is None or len(upstream) == 0:
+def _box_prompts(upstream: Optional[sv.Detections], size, image: WorkflowImageData) -> Optional[List[BoxPrompt]]:
+    if upstream is None:
+        return None
+    if len(upstream) == 0:
         return []
     prompts, provenance = detections_to_prompts(upstream, size)
     confidence = upstream.confidence if upstream.confidence is not None else np.full(len(upstream), np.nan)
