@@ -165,6 +165,35 @@ def test_tracker_matches_meta_on_random_weights_with_an_object_added_mid_video(c
     assert distinct and min(distinct) < 0.9  # the objects' masks differ: parity is not about one shared mask
 
 
+@pytest.mark.heavy
+def test_tracker_matches_meta_on_random_hiera_tiny_weights(tmp_path):
+    """The real hiera_tiny architecture (1024-px input, 7 memory frames): two objects prompted on
+    frame 0, propagated over 4 frames, against Meta's predictor on the same random weights.
+    Minutes on 2 CPU cores (memory attention over 64x64 tokens): `pytest -m heavy`."""
+    from sam_block.runtime.models import build_model
+    from sam_block.runtime.sessions import BoxPrompt, TrackerSettings, VideoSession
+    from sam_block.runtime.tracker import VideoTracker
+    from sam_block.runtime.variants import get_variant
+    from tests.support import build_random_checkpoint
+
+    checkpoint = build_random_checkpoint(tmp_path / "tiny.pt", seed=1)
+    frames, boxes = make_clip(frames=4, objects=2, seed=13)
+    decoded = write_jpegs(frames, tmp_path)
+    variant = get_variant("hiera_tiny")
+    meta = meta_track(build_meta_video_predictor(variant.config, checkpoint), tmp_path, {0: (0, boxes[0][0]), 1: (0, boxes[0][1])})
+    model = build_model(variant)
+    model.load_state_dict(torch.load(str(checkpoint), weights_only=True)["model"])
+    session = VideoSession(VideoTracker(model.eval()), TrackerSettings(prompt_mode="first_frame", lost_after=100))
+    for f, frame in enumerate(decoded):
+        prompts = [BoxPrompt(np.array(boxes[0][k], float), {"k": k}) for k in (0, 1)] if f == 0 else None
+        result = session.step(frame[..., ::-1], prompts, f)
+        ours = {int(t): result.masks.to_dense()[i] for i, t in enumerate(result.track_ids)}
+        for k in (0, 1):
+            want = meta[k].get(f, np.zeros(frame.shape[:2], bool))
+            got = ours.get(k + 1, np.zeros_like(want))
+            assert mask_iou(got, want) >= PARITY_IOU, (f, k, mask_iou(got, want))
+
+
 # ---------------------------------------------------------------- identities
 
 
@@ -283,6 +312,28 @@ def test_frame_number_going_back_restarts_the_video(caplog):
     assert len(again) == len(first[0]) > 0
     assert set(again.tracker_id.tolist()).isdisjoint(first[0].tracker_id.tolist())
     assert np.array_equal(again.mask, first[0].mask)  # same frame, same prompts, fresh memory: same masks
+
+
+def test_sessions_are_dropped_when_idle_or_least_recently_used_and_ids_still_never_repeat():
+    """SessionStore with a settable clock: a video idle past ttl_s, or the least recently used one
+    beyond max_sessions, loses its tracks; when it comes back its ids continue, they never restart."""
+    from sam_block.runtime.sessions import SessionStore, TrackerSettings, VideoSession
+
+    now = [0.0]
+    store = SessionStore(lambda first_id: VideoSession(None, TrackerSettings(), first_id), max_sessions=2, ttl_s=10, clock=lambda: now[0])
+    a = store.get("a", 0, (8, 8))
+    a.next_id = 5  # as if ids 1-4 had been handed out
+    assert store.get("a", 1, (8, 8)) is a
+    store.get("b", 0, (8, 8))
+    store.get("c", 0, (8, 8))  # third video: "a" is the least recently used
+    assert "a" not in store and len(store) == 2
+    again = store.get("a", 2, (8, 8))
+    assert again is not a and again.next_id == 5
+    again.next_id = 9
+    now[0] = 11.0  # every video idle past ttl_s
+    store.get("b", 1, (8, 8))
+    assert "a" not in store and "c" not in store
+    assert store.get("a", 3, (8, 8)).next_id == 9
 
 
 def test_changed_frame_size_restarts_with_a_warning_and_bad_boxes_are_skipped(caplog):

@@ -27,6 +27,7 @@ PROMPT_MODES = ("first_frame", "every_n_frames", "every_frame")
 DRIFT_IOU = 0.75
 DEFAULT_MAX_SESSIONS = 32  # videos tracked at once per block instance (LRU beyond)
 DEFAULT_SESSION_TTL_S = 300.0  # a video silent this long is forgotten
+MAX_REMEMBERED_VIDEOS = 100_000  # next free tracker id kept per dropped video
 
 
 @dataclass
@@ -221,6 +222,9 @@ class SessionStore:
         self.ttl_s = float(ttl_s)
         self.clock = clock
         self._sessions: "OrderedDict[Hashable, Tuple[VideoSession, float]]" = OrderedDict()
+        # next free id of videos whose session was dropped: a video that comes back never
+        # sees an old id again (ints only, the oldest forgotten beyond MAX_REMEMBERED_VIDEOS)
+        self._next_ids: "OrderedDict[Hashable, int]" = OrderedDict()
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -233,9 +237,9 @@ class SessionStore:
         now = self.clock()
         for old in [k for k, (_, seen) in self._sessions.items() if now - seen > self.ttl_s]:
             logger.info("Video %r idle for over %.0f s: its tracks are dropped", old, self.ttl_s)
-            del self._sessions[old]
+            self._drop(old)
         session = self._sessions.pop(key, (None, 0.0))[0]
-        first_id = session.next_id if session is not None else 1
+        first_id = session.next_id if session is not None else self._next_ids.pop(key, 1)
         if session is not None and session.frame_size is not None and session.frame_size != tuple(frame_size):
             logger.warning(
                 "Video %r changed frame size from %s to %s: tracking restarts with new ids",
@@ -256,6 +260,13 @@ class SessionStore:
             session = self.factory(first_id)
         self._sessions[key] = (session, now)
         while len(self._sessions) > self.max_sessions:
-            evicted, _ = self._sessions.popitem(last=False)
+            evicted = next(iter(self._sessions))
             logger.info("Video %r evicted (more than %d videos at once)", evicted, self.max_sessions)
+            self._drop(evicted)
         return session
+
+    def _drop(self, key: Hashable) -> None:
+        session, _ = self._sessions.pop(key)
+        self._next_ids[key] = session.next_id
+        while len(self._next_ids) > MAX_REMEMBERED_VIDEOS:
+            self._next_ids.popitem(last=False)
