@@ -228,6 +228,31 @@ def test_every_frame_prompting_keeps_ids_and_new_objects_get_new_ids():
     assert new_id > max(t for t, k in id_of.items() if k != 3)
 
 
+def test_detections_with_masks_are_matched_by_mask_iou():
+    """A plus sign: the detector boxes of its horizontal and its vertical bar are the same square,
+    so box IoU with the tracks' masks cannot tell them apart (a tie); their masks can, whatever
+    the detections' order."""
+    from sam_block.runtime.association import match
+    from sam_block.runtime.masks import CroppedMasks
+    from sam_block.runtime.sessions import BoxPrompt, Track, TrackMemory, overlaps
+
+    size = (40, 40)
+    horizontal, vertical = np.zeros(size, bool), np.zeros(size, bool)
+    horizontal[17:23, 5:35] = True
+    vertical[5:35, 17:23] = True
+    box = np.array([5.0, 5.0, 35.0, 35.0])
+    tracks = [Track(1, TrackMemory(), {"name": "h"}), Track(2, TrackMemory(), {"name": "v"})]
+    masks = CroppedMasks(size, np.array([[5, 17, 34, 22], [17, 5, 22, 34]]), crops=[horizontal[17:23, 5:35], vertical[5:35, 17:23]])
+    prompts = [BoxPrompt(box, {}, mask=vertical), BoxPrompt(box, {}, mask=horizontal)]
+    similarity, propagated = overlaps(prompts, tracks, masks, [True, True])
+    assert np.allclose(propagated, similarity)
+    plus = 2 * 180 - 36
+    assert np.allclose(similarity, [[36 / plus, 1.0], [1.0, 36 / plus]])
+    assert match(similarity, 0.3)[0] == [(0, 1), (1, 0)]  # vertical -> track 2, horizontal -> track 1
+    boxes_only, _ = overlaps([BoxPrompt(box, {}), BoxPrompt(box, {})], tracks, masks, [True, True])
+    assert np.allclose(boxes_only, boxes_only[0, 0]) and boxes_only[0, 0] < 0.3  # without masks: a tie, no match
+
+
 def test_a_track_ends_after_lost_after_absent_frames_and_its_id_is_never_reused(absent_demo):
     """SAM says absent on every frame (object-score head biased negative): the track prompted on
     frame 0 ends after `lost_after` absent frames; the next prompt frame starts id 2, not 1 again."""

@@ -51,10 +51,12 @@ class TrackerSettings:
 
 @dataclass
 class BoxPrompt:
-    """A detection on a prompt frame: its box (pixels ``x1, y1, x2, y2``) and what the track inherits."""
+    """A detection on a prompt frame: its box (pixels ``x1, y1, x2, y2``), what the track inherits,
+    and its ``(H, W)`` bool mask when the detector gives one (then matched by mask IoU)."""
 
     box: np.ndarray
     info: dict = field(default_factory=dict)
+    mask: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -156,17 +158,9 @@ class VideoSession:
 
     def _apply_prompts(self, prompts: List[BoxPrompt], outputs: Dict[int, TrackOutput], idx: int, features, size) -> None:
         det_boxes = np.stack([np.asarray(p.box, dtype=np.float64) for p in prompts]) if prompts else np.zeros((0, 4))
-        similarity = np.zeros((len(prompts), len(self.tracks)))
-        propagated_iou = np.zeros_like(similarity)
-        if self.tracks:
-            masks, _ = logits_to_masks([outputs[t.track_id] for t in self.tracks], size)
-            for col, track in enumerate(self.tracks):
-                if outputs[track.track_id].object_score > 0 and masks.areas[col] > 0:
-                    propagated_iou[:, col] = box_iou_matrix(det_boxes, _exclusive(masks.boxes[col]))[:, 0]
-                similarity[:, col] = propagated_iou[:, col]
-                for anchor in (track.last_box, track.detected_box):
-                    if anchor is not None:
-                        similarity[:, col] = np.maximum(similarity[:, col], box_iou_matrix(det_boxes, anchor[None])[:, 0])
+        masks = logits_to_masks([outputs[t.track_id] for t in self.tracks], size)[0] if self.tracks else CroppedMasks.empty(size)
+        present = [outputs[t.track_id].object_score > 0 for t in self.tracks]
+        similarity, propagated_iou = overlaps(prompts, self.tracks, masks, present)
         pairs, new_dets, _ = match(similarity, float(self.settings.match_iou))
         matched = {col for _, col in pairs}
         for col, track in enumerate(self.tracks):
@@ -193,10 +187,42 @@ class VideoSession:
             self.tracks.append(track)
 
 
+def overlaps(prompts: List[BoxPrompt], tracks: List[Track], masks: CroppedMasks, present) -> Tuple[np.ndarray, np.ndarray]:
+    """``(similarity, propagated)``, both ``(detections, tracks)``.
+
+    `propagated`: overlap of each detection with each track's mask on this frame (mask IoU
+    when the detection has a mask of the frame's size, else IoU of the boxes; 0 where the
+    track is absent). `similarity`: the larger of that and the IoU of the detection's box with
+    the track's last reported mask box and its last matched detection box.
+    """
+    det_boxes = np.stack([np.asarray(p.box, dtype=np.float64) for p in prompts]) if prompts else np.zeros((0, 4))
+    similarity = np.zeros((len(prompts), len(tracks)))
+    propagated = np.zeros_like(similarity)
+    for col, track in enumerate(tracks):
+        if present[col] and masks.areas[col] > 0:
+            propagated[:, col] = box_iou_matrix(det_boxes, _exclusive(masks.boxes[col]))[:, 0]
+            for det, prompt in enumerate(prompts):
+                if prompt.mask is not None and prompt.mask.shape == tuple(masks.image_size):
+                    propagated[det, col] = _mask_iou(prompt.mask, masks, col)
+        similarity[:, col] = propagated[:, col]
+        for anchor in (track.last_box, track.detected_box):
+            if anchor is not None:
+                similarity[:, col] = np.maximum(similarity[:, col], box_iou_matrix(det_boxes, anchor[None])[:, 0])
+    return similarity, propagated
+
+
 def _exclusive(box) -> np.ndarray:
     """A mask's inclusive pixel bounds as a box with exclusive right/bottom edges."""
     x1, y1, x2, y2 = np.asarray(box, dtype=np.float64).reshape(4)
     return np.array([[x1, y1, x2 + 1, y2 + 1]])
+
+
+def _mask_iou(dense: np.ndarray, masks: CroppedMasks, row: int) -> float:
+    """IoU of a full-frame bool mask and row `row` of `masks`, computed inside the crop."""
+    x1, y1, x2, y2 = (int(v) for v in masks.boxes[row])
+    inside = np.count_nonzero(np.logical_and(dense[y1 : y2 + 1, x1 : x2 + 1], masks.crop(row)))
+    union = np.count_nonzero(dense) + int(masks.areas[row]) - inside
+    return inside / union if union else 0.0
 
 
 def _mask_box(box) -> np.ndarray:

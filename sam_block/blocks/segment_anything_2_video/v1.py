@@ -113,7 +113,8 @@ class BlockManifest(WorkflowBlockManifest):
         default=0.3,
         description="A detection continues an existing track when its box overlaps the track's mask box "
         "(this frame's or the last reported one) or the box of the last detection matched to it at least this "
-        "much (IoU); otherwise it starts a new track.",
+        "much (IoU); a detection with a mask also by mask IoU with the track's mask on this frame. "
+        "Otherwise it starts a new track.",
         examples=[0.3],
     )
     lost_after: Union[Annotated[int, Field(ge=1)], Selector(kind=[INTEGER_KIND])] = Field(
@@ -247,6 +248,7 @@ def _box_prompts(upstream: Optional[sv.Detections], size, image: WorkflowImageDa
                 "parent_id": image.parent_metadata.parent_id if provenance.parent_id[row] is None else str(provenance.parent_id[row]),
                 "detection_confidence": float(confidence[provenance.source_index[row]]),
             },
+            mask=None if upstream.mask is None else np.asarray(upstream.mask[int(provenance.source_index[row])], dtype=bool),
         )
         for row in range(len(provenance))
     ]
