@@ -237,4 +237,5 @@ def test_an_unreachable_network_gives_our_message(empty_dir, monkeypatch):
     assert message.startswith("SAM 2 checkpoint for version 'hiera_small' is not available")
     assert str(empty_dir / "sam2.1_hiera_small.pt") in message
     assert "http://sam-block-test.invalid/sam2.1_hiera_small.pt" in message and "To fix:" in message
+    assert "cannot resolve the host sam-block-test.invalid" in message and "urlopen" not in message
     assert os.listdir(empty_dir) == []

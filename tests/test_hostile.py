@@ -186,11 +186,12 @@ def test_unusable_boxes_give_empty_results_with_the_right_shapes(engine, data, i
 @FAST
 @given(data=st.data(), image=invalid_images)
 def test_unusable_images_are_rejected_with_a_clear_error(engine, data, image):
-    from inference.core.workflows.errors import StepExecutionError
+    from roboflow_workflows.errors import ClientCausedStepExecutionError
 
     xyxy = data.draw(boxes_for(max(image.shape[0], 1), max(image.shape[1], 1)))
-    with pytest.raises(StepExecutionError) as error:
+    with pytest.raises(ClientCausedStepExecutionError) as error:  # the caller's image: a 400 over HTTP
         segment(engine, image, xyxy)
+    assert error.value.status_code == 400
     inner = error.value.inner_error
     assert isinstance(inner, InvalidImageError) and isinstance(inner, SamBlockError), repr(inner)
     message = str(inner)

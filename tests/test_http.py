@@ -17,17 +17,20 @@ import pytest
 import requests
 
 from tests.conftest import REPO, load_example, make_scene
-from tests.http_server import LocalServer, box_prediction, boxes_input, image_input, polygon_mask
+from tests.http_server import LocalServer, box_prediction, boxes_input, free_port, image_input, polygon_mask
 
 TYPE = "sam_block/segment_anything_2@v1"
 WORKFLOW = load_example("a_boxes_input.json")
 MANIFEST = json.loads((REPO / "manifests" / "sam_block.segment_anything_2.v1.json").read_text())
 REQUEST_TIMEOUT_S = 300
+# Downloads are allowed (no SAM_BLOCK_OFFLINE) but the mirror is a closed loopback port: a
+# checkpoint missing on the server meets an unreachable network, as on an offline machine.
+UNREACHABLE_MIRROR = f"http://127.0.0.1:{free_port()}/"
 
 
 @pytest.fixture(scope="module")
 def server(checkpoint_dir):
-    with LocalServer(checkpoint_dir) as running:
+    with LocalServer(checkpoint_dir, SAM_BLOCK_OFFLINE="", SAM_BLOCK_CHECKPOINT_BASE_URL=UNREACHABLE_MIRROR) as running:
         process, url = running.process, running.url
         yield running
     # shut down by SIGTERM within the grace period, and nothing answers on the port any more
@@ -162,11 +165,13 @@ BAD_REQUESTS = {
     ),
     "garbage base64": ({"type": "base64", "value": "%%% not base64 %%%"}, GOOD_BOXES, {}, 400, ["image", "invalid"]),
     "image missing": (None, GOOD_BOXES, {}, 400, ["image"]),
-    # The checkpoint is missing on the server: a server-side problem, reported as inference
-    # reports every step failure (500, error_type StepExecutionError) with our message.
+    # The checkpoint is missing on the server and the network unreachable: a server-side
+    # problem, reported as inference reports every step failure (500, StepExecutionError)
+    # with our message: version, expected file, URL, why, fix.
     "missing checkpoint (hiera_small)": (
         image_input(SCENE), GOOD_BOXES, {"version": "hiera_small"}, 500,
-        ["'hiera_small'", "sam2.1_hiera_small.pt", "SAM_BLOCK_OFFLINE=1", "CheckpointMissingError"],
+        ["'hiera_small'", "sam2.1_hiera_small.pt", f"download it from {UNREACHABLE_MIRROR}sam2.1_hiera_small.pt",
+         "cannot connect to 127.0.0.1", "To fix:", "StepExecutionError", "CheckpointMissingError"],
     ),
 }  # fmt: skip
 
@@ -185,6 +190,7 @@ def test_bad_requests_get_an_error_naming_the_problem(server, name):
     assert body.get("message"), body
     for word in words:
         assert word in response.text, f"{word!r} not in {response.text[:2000]}"
+    assert "urlopen" not in body["message"]  # (the block traceback inference attaches may show it)
     assert requests.get(server.url + "/readiness", timeout=10).status_code == 200
 
 
@@ -194,6 +200,56 @@ def test_a_body_that_is_not_json_is_a_422(server):
     )
     assert response.status_code == 422, response.text[:2000]
     assert "json" in response.text.lower()
+
+
+# --- bad values only known at run time: the client's fault, 400 -------------------------
+# `version` and `output_format` computed by another step (here: lower-cased inputs) reach
+# our step unchecked by the manifest; a bad one is reported as inference's
+# ClientCausedStepExecutionError, 400, with our message.
+
+RUNTIME_CHOSEN = {
+    "version": "1.0",
+    "inputs": [
+        {"type": "WorkflowImage", "name": "image"},
+        {"type": "WorkflowBatchInput", "name": "boxes", "kind": ["object_detection_prediction"]},
+        {"type": "WorkflowParameter", "name": "model", "default_value": "DEMO"},
+        {"type": "WorkflowParameter", "name": "fmt", "default_value": "RLE"},
+    ],
+    "steps": [
+        {"type": "roboflow_core/string_template@v1", "name": "model", "template": "{v}", "data": {"v": "$inputs.model"},
+         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
+        {"type": "roboflow_core/string_template@v1", "name": "fmt", "template": "{v}", "data": {"v": "$inputs.fmt"},
+         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
+        {"type": TYPE, "name": "sam", "images": "$inputs.image", "boxes": "$inputs.boxes",
+         "version": "$steps.model.output", "output_format": "$steps.fmt.output"},
+    ],
+    "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.sam.predictions"}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "inputs, status, inner, words",
+    [
+        ({}, 200, None, []),  # DEMO, RLE: the workflow itself is fine
+        ({"model": "HIERA_HUGE"}, 400, "UnknownVersionError", ["Unknown SAM 2 version 'hiera_huge'", "hiera_tiny, hiera_small"]),
+        ({"fmt": "PNG"}, 400, "InvalidParameterError", ["output_format='png' is not one of rle, polygons"]),
+    ],
+    ids=["valid", "unknown-version", "bad-output-format"],
+)
+def test_bad_values_known_only_at_run_time_are_client_errors(server, inputs, status, inner, words):
+    payload = {"specification": RUNTIME_CHOSEN, "inputs": {"image": image_input(SCENE), "boxes": GOOD_BOXES, **inputs}}
+    response = requests.post(server.url + "/workflows/run", json=payload, timeout=REQUEST_TIMEOUT_S)
+    assert response.status_code == status, response.text[:2000]
+    body = response.json()
+    if status == 200:
+        [output] = body["outputs"]
+        assert [(p["class"], p["parent_id"]) for p in output["predictions"]["predictions"]] == [("thing", "good")]
+        assert "rle_mask" in output["predictions"]["predictions"][0]
+        return
+    assert body["error_type"] == "ClientCausedStepExecutionError" and body["inner_error_type"] == inner
+    assert [e["block_id"] for e in body["blocks_errors"]] == [TYPE]  # the engine does not tell a block its step name
+    for word in words:
+        assert word in body["message"], body["message"]
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,7 @@ def test_block_matches_meta_predictor_per_box(meta_on_scene, scene, checkpoint_d
         assert abs(float(result.confidence[ours]) - float(expected_scores[i])) <= 1e-3
 
 
-def test_masks_follow_the_image_not_a_square_resize(meta_on_scene, scene):
+def test_masks_follow_the_image_not_a_square_resize(scene, checkpoint_dir):
     """A box on the left half gives a mask different from one on the right half,
     and both keep the image's own (non-square) shape."""
     result = run_workflow(

@@ -39,7 +39,7 @@ def test_engine_blocks_loader_lists_the_block():
     described = {b.manifest_type_identifier: b for b in describe_available_blocks(dynamic_blocks=[]).blocks}
     block = described[TYPE]
     assert [o.name for o in block.outputs_manifest] == ["predictions"]
-    assert sorted(k.name for k in block.outputs_manifest[0].kind) == ["instance_segmentation_prediction", "rle_instance_segmentation_prediction"]
+    assert [k.name for k in block.outputs_manifest[0].kind] == ["rle_instance_segmentation_prediction", "instance_segmentation_prediction"]
 
 
 def test_manifest_binds_the_contracted_fields():

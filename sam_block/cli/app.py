@@ -72,6 +72,19 @@ demo_scene.annotated.png (masks, boxes, labels), demo_scene.json and coco.json.
 Needs no network and no download."""
 
 
+def known_version(value: str) -> str:
+    """``--version`` checked while parsing: an unknown version fails in a second, before
+    inference is even imported."""
+    from sam_block.errors import UnknownVersionError
+    from sam_block.runtime.variants import get_variant
+
+    try:
+        get_variant(value)
+    except UnknownVersionError as error:
+        raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
+    return value
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """Argument errors as one line, like every other error: what was wrong; where to look."""
 
@@ -119,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image, video or folder")
     segment.add_argument("--boxes", type=Path, required=True, help="JSON file of boxes (see below)")
     segment.add_argument("--out", type=Path, required=True, help="output directory")
-    segment.add_argument("--version", default="hiera_tiny", help="hiera_tiny (default), hiera_small, hiera_b_plus, hiera_large, or the toy demo")
+    segment.add_argument("--version", default="hiera_tiny", type=known_version, help="hiera_tiny (default), hiera_small, hiera_b_plus, hiera_large, or the toy demo")
     segment.add_argument("--threshold", type=float, default=0.0, help="drop masks scored below this (0–1)")
     segment.add_argument("--single-mask", action="store_true", help="use SAM's single-mask output")
     progress_flags(segment)
@@ -128,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     download = commands.add_parser(
         "download",
         help="fetch official SAM 2.1 checkpoints into the checkpoint directory",
-        description="Download the official checkpoint of each VERSION (default hiera_tiny), atomically, with a progress bar.",
+        description="Download the official checkpoint of each VERSION (default hiera_tiny), atomically; a progress bar shows when stderr is a terminal (--progress, --no-progress force it).",
         epilog=DOWNLOAD_EXAMPLES,
         formatter_class=formatter,
     )

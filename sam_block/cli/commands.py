@@ -64,7 +64,7 @@ def cmd_download(args) -> int:
         try:
             resolve_checkpoint(variant, progress=args.progress)  # None: a bar only on a terminal
         except SamBlockError as error:
-            raise CliError(str(error)) from None
+            raise CliError(str(error)) from error
         print(f"{variant.name}: downloaded to {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

@@ -18,7 +18,7 @@ def init_engine(definition: dict, init_parameters: Optional[dict] = None):
     try:
         return ExecutionEngine.init(workflow_definition=definition, init_parameters=init_parameters or {})
     except Exception as error:
-        raise CliError(f"the workflow does not compile: {root_message(error)}") from None
+        raise CliError(f"the workflow does not compile: {root_message(error)}") from error
 
 
 def image_inputs(definition: dict) -> List[str]:

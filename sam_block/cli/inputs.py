@@ -25,7 +25,7 @@ def load_boxes(path: Path):
     except FileNotFoundError:
         raise CliError(f"boxes file {path} does not exist") from None
     except json.JSONDecodeError as error:
-        raise CliError(f"boxes file {path} is not valid JSON ({error})") from None
+        raise CliError(f"boxes file {path} is not valid JSON ({error})") from error
     try:
         if isinstance(payload, dict) and "predictions" in payload:
             detections = sv.Detections.from_inference(payload)
@@ -45,7 +45,7 @@ def load_boxes(path: Path):
                 data={"class_name": np.array(names)},
             )
     except (KeyError, TypeError, ValueError) as error:
-        raise CliError(f"boxes file {path}: a box is malformed ({type(error).__name__}: {error}); " f"see `sam-block segment --help`") from None
+        raise CliError(f"boxes file {path}: a box is malformed ({type(error).__name__}: {error}); " f"see `sam-block segment --help`") from error
     raise CliError(f"boxes file {path} must hold a list of boxes or an object with 'predictions'; see `sam-block segment --help`")
 
 
@@ -68,7 +68,7 @@ def load_workflow(path: Path) -> dict:
     except IsADirectoryError:
         raise CliError(f"workflow file {path} is a directory; give the workflow's JSON file") from None
     except json.JSONDecodeError as error:
-        raise CliError(f"workflow file {path} is not valid JSON ({error})") from None
+        raise CliError(f"workflow file {path} is not valid JSON ({error})") from error
     if not isinstance(definition, dict) or "steps" not in definition:
         raise CliError(f"workflow file {path} is not a workflow definition (no 'steps'); see `sam-block run --help`")
     return definition
@@ -92,7 +92,7 @@ def parse_params(pairs: List[str]) -> Dict[str, Any]:
             except OSError:
                 raise CliError(f"--param {name}: file {path} cannot be read (does it exist?)") from None
             except json.JSONDecodeError as error:
-                raise CliError(f"--param {name}: file {path} is not valid JSON ({error})") from None
+                raise CliError(f"--param {name}: file {path} is not valid JSON ({error})") from error
             continue
         try:
             params[name] = json.loads(value)

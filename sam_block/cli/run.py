@@ -54,7 +54,7 @@ def run_frames(
             except CliError:
                 raise
             except Exception as error:  # the engine wraps our errors; show the root cause in one line
-                raise CliError(f"{frame.source}: the workflow failed: {root_message(error)}") from None
+                raise CliError(f"{frame.source}: the workflow failed: {root_message(error)}") from error
             found = [d for name, value in result.items() for d in find_detections(value, name)]
             scene = frame.image
             for _, detections in found:

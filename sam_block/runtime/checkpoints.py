@@ -10,12 +10,15 @@ Files are loaded with ``torch.load(..., weights_only=True)``: no object is ever 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import hashlib
 import pickle
-import uuid
+import socket
+import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
@@ -96,9 +99,34 @@ def resolve_checkpoint(variant: Variant, progress: Optional[bool] = True) -> Pat
         ) from error
     except Exception as error:  # network, disk, HTTP status: all mean "not available"
         raise CheckpointMissingError(
-            _missing_message(variant, path, f"the file does not exist and downloading failed ({error})")
+            _missing_message(variant, path, f"the file does not exist and downloading failed: {download_failure(error, url)}")
         ) from error
     return path
+
+
+def download_failure(error: BaseException, url: str) -> str:
+    """Why downloading `url` failed, in words (not ``<urlopen error [Errno -2] ...>``).
+
+    Example:
+        >>> import urllib.error
+        >>> download_failure(urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), "http://127.0.0.1:9/a.pt")
+        'cannot connect to 127.0.0.1:9 (Connection refused)'
+        >>> download_failure(urllib.error.HTTPError("http://h/a.pt", 404, "Not Found", None, None), "http://h/a.pt")
+        'http://h/a.pt answered HTTP 404 Not Found'
+    """
+    host = urllib.parse.urlsplit(url).netloc or url
+    if isinstance(error, urllib.error.HTTPError):
+        return f"{url} answered HTTP {error.code} {error.reason}"
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve the host {host} (no network, or no DNS: {reason.strerror or reason})"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"{host} sent nothing for too long (timeout; {DOWNLOAD_TIMEOUT_ENV} sets the seconds)"
+    if isinstance(reason, ConnectionError):
+        return f"cannot connect to {host} ({reason.strerror or reason})"
+    if isinstance(reason, OSError) and isinstance(error, urllib.error.URLError):
+        return f"cannot reach {host} ({reason.strerror or reason})"
+    return " ".join(str(reason).split()) or type(reason).__name__
 
 
 def download(

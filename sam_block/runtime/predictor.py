@@ -87,11 +87,15 @@ class MaskPrediction:
 class Sam2Predictor:
     """Runs a SAM 2 model (``SAM2Base``) on images and prompt batches.
 
-    Example:
-        >>> predictor = Sam2Predictor(model)
+    Example (the bundled toy ``demo`` model, on CPU):
+        >>> from sam_block.runtime.models import MODELS
+        >>> predictor = Sam2Predictor(MODELS.get("demo", torch.device("cpu")))
+        >>> rgb_image = np.zeros((120, 160, 3), np.uint8)
+        >>> rgb_image[20:80, 10:90] = 255  # a white rectangle
         >>> embedding = predictor.encode(rgb_image)
-        >>> result = predictor.predict(embedding, PromptBatch(boxes=np.array([[10, 10, 90, 80]])))
-        >>> result.masks.shape  # (1, H, W)
+        >>> result = predictor.predict(embedding, PromptBatch(boxes=np.array([[10, 20, 90, 80]], np.float32)))
+        >>> result.masks.to_dense().shape, result.scores.shape  # masks: CroppedMasks (tight crops)
+        ((1, 120, 160), (1,))
     """
 
     def __init__(

@@ -8,20 +8,12 @@ import numpy as np
 import supervision as sv
 from pydantic import ConfigDict, Field
 
-from inference.core.workflows.core_steps.common.utils import (
-    attach_parents_coordinates_to_sv_detections,
-)
-from inference.core.workflows.execution_engine.constants import (
-    IMAGE_DIMENSIONS_KEY,
-    PARENT_ID_KEY,
-    PREDICTION_TYPE_KEY,
-)
-from inference.core.workflows.execution_engine.entities.base import (
+from roboflow_workflows.execution_engine.entities.base import (
     Batch,
     OutputDefinition,
     WorkflowImageData,
 )
-from inference.core.workflows.execution_engine.entities.types import (
+from roboflow_workflows.execution_engine.entities.types import (
     BOOLEAN_KIND,
     FLOAT_ZERO_TO_ONE_KIND,
     IMAGE_KIND,
@@ -35,15 +27,25 @@ from inference.core.workflows.execution_engine.entities.types import (
     ImageInputField,
     Selector,
 )
-from inference.core.workflows.prototypes.block import (
+from roboflow_workflows.execution_engine.entities.workload import Discovery, RuntimeRestriction, WorkOperation
+from roboflow_workflows.prototypes.block import (
     BlockResult,
+    DependentResource,
     WorkflowBlock,
     WorkflowBlockManifest,
+)
+from sam_block.blocks.common import (  # attach_engine_metadata: re-exported, its old import path
+    attach_engine_metadata,
+    checkpoint_resources,
+    client_errors_as_4xx,
+    local_model_restrictions,
+    model_work_operations,
 )
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
-from sam_block.rle import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMAT_DESCRIPTION, OutputFormat
+from sam_block.errors import InvalidParameterError
+from sam_block.rle import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMAT_DESCRIPTION, OUTPUT_FORMATS, OutputFormat
 from sam_block.runtime.device import resolve_device
 from sam_block.runtime.everything import EverythingParams, segment_everything
 from sam_block.runtime.masks import CroppedMasks
@@ -206,6 +208,16 @@ class BlockManifest(WorkflowBlockManifest):
     def get_execution_engine_compatibility(cls) -> Optional[str]:
         return ">=1.3.0,<2.0.0"
 
+    def discover_dependent_resources(self) -> List[DependentResource]:
+        """The local SAM 2 checkpoint of `version` (a selector is returned verbatim)."""
+        return checkpoint_resources(self.version)
+
+    def discover_work_operations(self) -> List[WorkOperation]:
+        return model_work_operations()
+
+    def get_actual_restrictions(self, *, ignore_environment_restrictions: bool = False) -> Discovery[RuntimeRestriction]:
+        return local_model_restrictions(getattr(self, "name", None), ignore_environment_restrictions)
+
 
 class SegmentAnything2BlockV1(WorkflowBlock):
     """Segments every upstream box with a locally loaded SAM 2.1 model."""
@@ -234,22 +246,37 @@ class SegmentAnything2BlockV1(WorkflowBlock):
         min_mask_area: int = 0,
         output_format: str = DEFAULT_OUTPUT_FORMAT,
     ) -> BlockResult:
-        predictor = MODELS.predictor(version, resolve_device())
-        rgb_images = [to_rgb_uint8(image.numpy_image, channel_order="bgr") for image in images]
-        if boxes is None:
-            params = EverythingParams(
-                points_per_side=int(points_per_side),
-                points_per_batch=int(points_per_batch),
-                pred_iou_thresh=float(pred_iou_thresh),
-                stability_score_thresh=float(stability_score_thresh),
-                box_nms_thresh=EVERYTHING_NMS_IOU,
-                min_mask_area=int(min_mask_area),
-            )
-            embeddings = predictor.encode_many(rgb_images)
-            return [
-                {"predictions": _everything(predictor, image, embedding, params, float(threshold), output_format)}
-                for image, embedding in zip(images, embeddings)
-            ]
+        with client_errors_as_4xx(TYPE_IDENTIFIER):
+            if output_format not in OUTPUT_FORMATS:  # a literal is checked by the manifest, a step output only here
+                raise InvalidParameterError(f"output_format={output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
+            predictor = MODELS.predictor(version, resolve_device())
+            rgb_images = [to_rgb_uint8(image.numpy_image, channel_order="bgr") for image in images]
+            if boxes is None:
+                return self._everything(predictor, images, rgb_images, points_per_side, points_per_batch, pred_iou_thresh,
+                                        stability_score_thresh, min_mask_area, threshold, output_format)
+            return self._boxes(predictor, images, rgb_images, boxes, threshold, multimask_output, keypoint_confidence,
+                               use_mask_prompts, output_format)
+
+    @staticmethod
+    def _everything(predictor, images, rgb_images, points_per_side, points_per_batch, pred_iou_thresh,
+                    stability_score_thresh, min_mask_area, threshold, output_format) -> BlockResult:
+        params = EverythingParams(
+            points_per_side=int(points_per_side),
+            points_per_batch=int(points_per_batch),
+            pred_iou_thresh=float(pred_iou_thresh),
+            stability_score_thresh=float(stability_score_thresh),
+            box_nms_thresh=EVERYTHING_NMS_IOU,
+            min_mask_area=int(min_mask_area),
+        )
+        embeddings = predictor.encode_many(rgb_images)
+        return [
+            {"predictions": _everything(predictor, image, embedding, params, float(threshold), output_format)}
+            for image, embedding in zip(images, embeddings)
+        ]
+
+    @staticmethod
+    def _boxes(predictor, images, rgb_images, boxes, threshold, multimask_output, keypoint_confidence,
+               use_mask_prompts, output_format) -> BlockResult:
         prompted = [
             detections_to_prompts(
                 upstream if upstream is not None else sv.Detections.empty(),
@@ -301,19 +328,3 @@ def _everything(
     )
     return attach_engine_metadata(detections, image)
 
-
-def attach_engine_metadata(detections: sv.Detections, image: WorkflowImageData) -> sv.Detections:
-    """Add what the engine's own model blocks attach: prediction type, image size, parent/root coordinates.
-
-    ``parent_id`` stays the prompt's detection id (the engine's helper would overwrite it
-    with the image's id).
-    """
-    parent_id = detections.data[PARENT_ID_KEY]
-    height, width = image.numpy_image.shape[:2]
-    detections[PREDICTION_TYPE_KEY] = np.array(["instance-segmentation"] * len(detections))
-    detections[IMAGE_DIMENSIONS_KEY] = np.array([[height, width]] * len(detections)).reshape(-1, 2)
-    if len(detections) == 0:
-        detections.metadata[IMAGE_DIMENSIONS_KEY] = [height, width]
-    detections = attach_parents_coordinates_to_sv_detections(detections, image)
-    detections[PARENT_ID_KEY] = parent_id
-    return detections

@@ -1,0 +1,134 @@
+"""What every sam_block step shares with the engine: the metadata its model blocks attach,
+what the step declares to deployment planners (operations, resources, restrictions), and
+how errors the client caused become a 4xx instead of a 500.
+
+The image step uses all of it; the video step can import the same helpers.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
+
+import numpy as np
+import supervision as sv
+
+from roboflow_workflows.core_steps.common.utils import attach_parents_coordinates_to_sv_detections
+from roboflow_workflows.errors import ClientCausedStepExecutionError
+from roboflow_workflows.execution_engine.constants import IMAGE_DIMENSIONS_KEY, PARENT_ID_KEY, PREDICTION_TYPE_KEY
+from roboflow_workflows.execution_engine.entities.base import WorkflowImageData
+from roboflow_workflows.execution_engine.entities.workload import (
+    Discovery,
+    Runtime,
+    RuntimeRestriction,
+    Severity,
+    WorkOperation,
+)
+from roboflow_workflows.prototypes.block import (
+    DependentResource,
+    actual_restrictions_of,
+    is_workflow_selector,
+    third_party_model,
+)
+from sam_block.errors import ClientInputError
+from sam_block.runtime.variants import get_variant
+
+# Who provides the checkpoint a step depends on: sam_block resolves it (SAM_BLOCK_CHECKPOINT_DIR,
+# downloaded from Meta once, or bundled for `demo`), not Roboflow's model registry.
+CHECKPOINT_PROVIDER = "sam_block"
+CLIENT_ERROR_STATUS = 400
+
+NOT_ON_HOSTED_SERVERLESS = RuntimeRestriction(
+    code="third_party_plugin_not_installed",
+    severity=Severity.HARD,
+    note=(
+        "sam_block is a third-party plugin loaded through WORKFLOWS_PLUGINS; Roboflow's hosted "
+        "serverless API does not install it, so a workflow with this step cannot compile there."
+    ),
+    applies_to_runtimes=[Runtime.HOSTED_SERVERLESS],
+)
+
+
+def attach_engine_metadata(detections: sv.Detections, image: WorkflowImageData) -> sv.Detections:
+    """Add what the engine's own model blocks attach: prediction type, image size, parent/root coordinates.
+
+    ``parent_id`` stays the prompt's detection id (the engine's helper would overwrite it
+    with the image's id).
+    """
+    parent_id = detections.data[PARENT_ID_KEY]
+    height, width = image.numpy_image.shape[:2]
+    detections[PREDICTION_TYPE_KEY] = np.array(["instance-segmentation"] * len(detections))
+    detections[IMAGE_DIMENSIONS_KEY] = np.array([[height, width]] * len(detections)).reshape(-1, 2)
+    if len(detections) == 0:
+        detections.metadata[IMAGE_DIMENSIONS_KEY] = [height, width]
+    detections = attach_parents_coordinates_to_sv_detections(detections, image)
+    detections[PARENT_ID_KEY] = parent_id
+    return detections
+
+
+def checkpoint_file_of(version: str) -> str:
+    """The checkpoint file name `version` runs on (raises ``UnknownVersionError`` for an unknown one).
+
+    Example:
+        >>> checkpoint_file_of("hiera_b_plus"), checkpoint_file_of("demo")
+        ('sam2.1_hiera_base_plus.pt', 'sam2.1_demo.pt')
+    """
+    return get_variant(version).filename
+
+
+def checkpoint_resources(version: str) -> List[DependentResource]:
+    """The step's one dependent resource: the local SAM 2 checkpoint of `version`.
+
+    Declared as a third-party model (provider ``sam_block``, model id = the checkpoint file
+    name), never a Roboflow platform model, so the engine's model preloader leaves it alone.
+    A selector is returned verbatim with a resolver that maps the value to the file name.
+
+    Example:
+        >>> [r.metadata.model_id for r in checkpoint_resources("hiera_tiny")]
+        ['sam2.1_hiera_tiny.pt']
+        >>> [resource] = checkpoint_resources("$inputs.version")
+        >>> resource.metadata.model_id, resource.metadata.model_id_resolver("hiera_large")
+        ('$inputs.version', 'sam2.1_hiera_large.pt')
+    """
+    if is_workflow_selector(version):
+        return [third_party_model(provider=CHECKPOINT_PROVIDER, model_id=version, model_id_resolver=checkpoint_file_of)]
+    return [third_party_model(provider=CHECKPOINT_PROVIDER, model_id=checkpoint_file_of(version))]
+
+
+def model_work_operations() -> List[WorkOperation]:
+    """A SAM step runs a model in this process; nothing else it does is a separate operation
+    (the checkpoint download happens once, on first use, when the file is missing)."""
+    return [WorkOperation.MODEL_INFERENCE]
+
+
+def local_model_restrictions(node_name: Optional[str], ignore_environment_restrictions: bool) -> Discovery[RuntimeRestriction]:
+    """Where a sam_block step cannot run: Roboflow's hosted serverless API (no third-party plugins).
+
+    Anywhere else it runs in-process on CPU or CUDA, whatever the step execution mode.
+    """
+    return actual_restrictions_of(
+        declared=[NOT_ON_HOSTED_SERVERLESS],
+        node_id=f"$steps.{node_name or ''}",
+        ignore_environment_restrictions=ignore_environment_restrictions,
+    )
+
+
+@contextmanager
+def client_errors_as_4xx(block_id: str) -> Iterator[None]:
+    """Report errors the request caused (:class:`~sam_block.errors.ClientInputError`: unknown
+    version, unusable image, bad parameter) as inference's ``ClientCausedStepExecutionError``
+    — HTTP 400 with our message — instead of a 500. Other errors (a missing checkpoint is the
+    server's problem) pass through unchanged.
+
+    The engine does not tell a block its step name, so `block_id` is the block's type.
+    """
+    try:
+        yield
+    except ClientInputError as error:
+        raise ClientCausedStepExecutionError(
+            block_id=block_id,
+            status_code=CLIENT_ERROR_STATUS,
+            public_message=str(error),
+            context="workflow_execution | step_execution | invalid_client_input",
+            inner_error=error,
+        ) from error

@@ -1,0 +1,138 @@
+"""What the image step declares to the engine (work operations, dependent resources,
+restrictions), read through inference's own workload introspection, and how its errors are
+classified: the client's fault (400) or the server's (500). Over HTTP: tests/test_http.py."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.conftest import detections, load_example, make_scene, run_workflow
+
+TYPE = "sam_block/segment_anything_2@v1"
+
+
+def workload(definition: dict):
+    from roboflow_workflows.execution_engine.introspection.workload import describe_workflow_workload
+
+    introspection = describe_workflow_workload(definition, init_parameters={})
+    [step] = [s for s in introspection.steps if s.block_type == TYPE]
+    return step, introspection
+
+
+def with_version(version: str) -> dict:
+    definition = copy.deepcopy(load_example("a_boxes_input.json"))
+    definition["steps"][0]["version"] = version
+    return definition
+
+
+@pytest.mark.parametrize(
+    "version, filename",
+    [("hiera_tiny", "sam2.1_hiera_tiny.pt"), ("hiera_b_plus", "sam2.1_hiera_base_plus.pt"), ("demo", "sam2.1_demo.pt")],
+)
+def test_a_literal_version_declares_its_local_checkpoint(version, filename):
+    step, introspection = workload(with_version(version))
+    resources = step.resources.model_dump(mode="json")
+    assert resources["complete"] is True and resources["unknown_reasons"] == []
+    assert [(r["resource_type"], r["metadata"]["provider"], r["metadata"]["model_id"]) for r in resources["items"]] == [
+        ("third_party_model", "sam_block", filename)
+    ]
+    assert step.operations.model_dump(mode="json")["items"] == ["model_inference"]
+    assert step.operations.complete is True
+    # the workflow's model inventory names it (a third-party model: the engine's preloader,
+    # which registers Roboflow platform models only, leaves it to us)
+    assert [(m.provider, m.model_id, m.used_by_steps) for m in introspection.summary.models.items] == [
+        ("sam_block", filename, ["$steps.sam"])
+    ]
+
+
+def test_a_version_selector_is_returned_verbatim_with_a_resolver_to_the_file():
+    step, _ = workload(load_example("a_boxes_input.json"))  # "version": "$inputs.version"
+    assert step.resources.complete is False
+    assert [p.code.value for p in step.resources.unknown_reasons] == ["unresolved_selector"]
+    [resource] = step.resources.items
+    assert resource.metadata.model_id == "$inputs.version"
+    assert resource.metadata.model_id_resolver("hiera_large") == "sam2.1_hiera_large.pt"
+    from sam_block.errors import UnknownVersionError
+
+    with pytest.raises(UnknownVersionError):  # the resolver's contract: raising means the value is invalid
+        resource.metadata.model_id_resolver("hiera_huge")
+
+
+def test_restrictions_name_the_one_runtime_without_the_plugin():
+    step, _ = workload(with_version("hiera_tiny"))
+    restrictions = step.restrictions.model_dump(mode="json")
+    assert restrictions["complete"] is True
+    assert [(r["code"], r["severity"], r["when"]["runtimes"], r["when"]["step_execution_modes"]) for r in restrictions["items"]] == [
+        ("third_party_plugin_not_installed", "hard", ["hosted_serverless"], None)
+    ]
+
+
+def test_attach_engine_metadata_lives_in_blocks_common_and_keeps_its_old_path():
+    from sam_block.blocks import common
+    from sam_block.blocks.segment_anything_2 import v1
+
+    assert v1.attach_engine_metadata is common.attach_engine_metadata
+
+
+# --------------------------------------------------------------------------- client or server fault
+
+RUNTIME_CHOSEN = {
+    "version": "1.0",
+    "inputs": [
+        {"type": "WorkflowImage", "name": "image"},
+        {"type": "WorkflowParameter", "name": "model", "default_value": "DEMO"},
+        {"type": "WorkflowParameter", "name": "fmt", "default_value": "POLYGONS"},
+    ],
+    "steps": [
+        {"type": "roboflow_core/string_template@v1", "name": "model", "template": "{v}", "data": {"v": "$inputs.model"},
+         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
+        {"type": "roboflow_core/string_template@v1", "name": "fmt", "template": "{v}", "data": {"v": "$inputs.fmt"},
+         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
+        {"type": TYPE, "name": "sam", "images": "$inputs.image", "boxes": "$inputs.boxes",
+         "version": "$steps.model.output", "output_format": "$steps.fmt.output"},
+    ],
+    "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.sam.predictions"}],
+}  # fmt: skip
+RUNTIME_CHOSEN["inputs"].append({"type": "WorkflowBatchInput", "name": "boxes", "kind": ["object_detection_prediction"]})
+
+
+@pytest.mark.parametrize(
+    "inputs, inner, words",
+    [
+        ({"model": "HIERA_HUGE"}, "UnknownVersionError", "Unknown SAM 2 version 'hiera_huge'. Use one of: hiera_tiny"),
+        ({"fmt": "PNG"}, "InvalidParameterError", "output_format='png' is not one of rle, polygons"),
+    ],
+)
+def test_bad_values_computed_at_run_time_are_client_caused_400s(inputs, inner, words):
+    from roboflow_workflows.errors import ClientCausedStepExecutionError
+
+    boxes = [detections([[30, 40, 190, 210]], ["thing"])]
+    [result] = run_workflow(RUNTIME_CHOSEN, image=make_scene(), boxes=boxes)  # DEMO / POLYGONS: fine
+    assert list(result["predictions"]["class_name"]) == ["thing"]
+    with pytest.raises(ClientCausedStepExecutionError) as raised:
+        run_workflow(RUNTIME_CHOSEN, image=make_scene(), boxes=boxes, **inputs)
+    error = raised.value
+    assert error.status_code == 400 and type(error.inner_error).__name__ == inner
+    assert words in error.public_message and error.block_id == TYPE
+
+
+def test_an_unusable_image_is_the_clients_fault():
+    import numpy as np
+    from roboflow_workflows.errors import ClientCausedStepExecutionError
+
+    nan_image = np.full((20, 30, 3), np.nan, dtype=np.float32)
+    with pytest.raises(ClientCausedStepExecutionError, match="NaN or infinite pixel values") as raised:
+        run_workflow(with_version("demo"), image=nan_image, boxes=[detections([[1, 1, 10, 10]])])
+    assert raised.value.status_code == 400
+
+
+def test_a_missing_checkpoint_stays_a_server_error(monkeypatch, tmp_path):
+    from roboflow_workflows.errors import ClientCausedStepExecutionError, StepExecutionError
+
+    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path))  # SAM_BLOCK_OFFLINE=1 (conftest)
+    with pytest.raises(StepExecutionError) as raised:
+        run_workflow(with_version("hiera_large"), image=make_scene(), boxes=[detections([[30, 40, 190, 210]])])
+    assert not isinstance(raised.value, ClientCausedStepExecutionError)
+    assert type(raised.value.inner_error).__name__ == "CheckpointMissingError"
