@@ -475,3 +475,48 @@ def test_conditioning_frames_are_bounded_and_the_first_prompt_is_kept(present_de
             tracker.propagate(memory, f, features)
     assert sorted(memory.cond_frame_outputs) == [0, 4, 6, 8][: MAX_COND_FRAMES]
     assert not set(memory.cond_frame_outputs) & set(memory.non_cond_frame_outputs)
+
+
+# ---------------------------------------------------------------- what the engine sees
+
+
+def test_video_step_declares_its_checkpoint_operations_and_restrictions():
+    from roboflow_workflows.execution_engine.introspection.workload import describe_workflow_workload
+
+    definition = load_example("g_video_tracking.json")
+    definition["steps"][0]["version"] = "hiera_small"
+    introspection = describe_workflow_workload(definition, init_parameters={})
+    [step] = [s for s in introspection.steps if s.block_type == "sam_block/segment_anything_2_video@v1"]
+    assert [(r.resource_type.value if hasattr(r.resource_type, "value") else r.resource_type, r.metadata.model_id) for r in step.resources.items] == [
+        ("third_party_model", "sam2.1_hiera_small.pt")
+    ]
+    assert step.operations.model_dump(mode="json")["items"] == ["model_inference"]
+    assert [r["when"]["runtimes"] for r in step.restrictions.model_dump(mode="json")["items"]] == [["hosted_serverless"]]
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("output_format", "PNG", ["output_format='png'", "rle, polygons"]),
+        ("version", "HIERA_HUGE", ["Unknown SAM 2 version 'hiera_huge'"]),
+    ],
+)
+def test_bad_values_from_other_steps_are_client_errors_naming_the_field(field, value, words):
+    """A value computed by another step (here: a lower-cased input) reaches our step unchecked by
+    the manifest; a bad one is the client's fault: inference's ClientCausedStepExecutionError with
+    our message, never a bare exception."""
+    from inference.core.workflows.errors import ClientCausedStepExecutionError
+    from roboflow_workflows.execution_engine.core import ExecutionEngine
+
+    frames, truth = make_clip(frames=1, objects=1, seed=14)
+    definition = load_example("g_video_tracking.json")
+    definition["inputs"].append({"type": "WorkflowParameter", "name": "bad"})
+    definition["steps"].insert(0, {"type": "roboflow_core/string_template@v1", "name": "lower", "template": "{v}",
+                                   "data": {"v": "$inputs.bad"}, "data_operations": {"v": [{"type": "StringToLowerCase"}]}})  # fmt: skip
+    tracker = [s for s in definition["steps"] if s["name"] == "tracker"][0]
+    tracker[field] = "$steps.lower.output"
+    engine = ExecutionEngine.init(workflow_definition=definition, init_parameters={})
+    with pytest.raises(ClientCausedStepExecutionError) as caught:
+        engine.run(runtime_parameters={"image": [_image(frames[0])], "boxes": [_boxes(truth[0])], "version": "demo", "bad": value})
+    for word in words:
+        assert word in str(caught.value.public_message), caught.value.public_message

@@ -15,6 +15,7 @@ from typing import Callable, Dict, Hashable, List, Optional, Tuple
 
 import numpy as np
 
+from sam_block.errors import InvalidParameterError
 from sam_block.runtime.association import box_iou_matrix, match
 from sam_block.runtime.masks import CroppedMasks
 from sam_block.runtime.tracker import TrackMemory, TrackOutput, VideoTracker, logits_to_masks
@@ -40,13 +41,15 @@ class TrackerSettings:
 
     def __post_init__(self) -> None:
         if self.prompt_mode not in PROMPT_MODES:
-            raise ValueError(f"prompt_mode={self.prompt_mode!r}: use one of {', '.join(PROMPT_MODES)}.")
+            raise InvalidParameterError(f"prompt_mode={self.prompt_mode!r}: use one of {', '.join(PROMPT_MODES)}.")
         if int(self.prompt_interval) < 1:
-            raise ValueError(f"prompt_interval={self.prompt_interval!r}: use a whole number ≥ 1.")
+            raise InvalidParameterError(f"prompt_interval={self.prompt_interval!r}: use a whole number ≥ 1.")
         if int(self.lost_after) < 1:
-            raise ValueError(f"lost_after={self.lost_after!r}: use a whole number ≥ 1.")
+            raise InvalidParameterError(f"lost_after={self.lost_after!r}: use a whole number ≥ 1.")
+        if not 0.0 <= float(self.match_iou) <= 1.0:
+            raise InvalidParameterError(f"match_iou={self.match_iou!r}: use a number from 0 to 1.")
         if int(self.max_tracks) < 1:
-            raise ValueError(f"max_tracks={self.max_tracks!r}: use a whole number ≥ 1.")
+            raise InvalidParameterError(f"max_tracks={self.max_tracks!r}: use a whole number ≥ 1.")
 
 
 @dataclass

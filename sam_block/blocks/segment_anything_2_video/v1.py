@@ -9,8 +9,8 @@ import numpy as np
 import supervision as sv
 from pydantic import ConfigDict, Field
 
-from inference.core.workflows.execution_engine.entities.base import Batch, OutputDefinition, WorkflowImageData
-from inference.core.workflows.execution_engine.entities.types import (
+from roboflow_workflows.execution_engine.entities.base import Batch, OutputDefinition, WorkflowImageData
+from roboflow_workflows.execution_engine.entities.types import (
     FLOAT_ZERO_TO_ONE_KIND,
     IMAGE_KIND,
     INSTANCE_SEGMENTATION_PREDICTION_KIND,
@@ -23,16 +23,26 @@ from inference.core.workflows.execution_engine.entities.types import (
     ImageInputField,
     Selector,
 )
-from inference.core.workflows.prototypes.block import BlockResult, WorkflowBlock, WorkflowBlockManifest
-from sam_block.blocks.segment_anything_2.v1 import attach_engine_metadata
+from roboflow_workflows.execution_engine.entities.workload import Discovery, RuntimeRestriction, WorkOperation
+from roboflow_workflows.prototypes.block import BlockResult, DependentResource, WorkflowBlock, WorkflowBlockManifest
+from sam_block.blocks.common import (
+    attach_engine_metadata,
+    checkpoint_resources,
+    client_errors_as_4xx,
+    local_model_restrictions,
+    model_work_operations,
+)
+from sam_block.errors import InvalidParameterError
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
-from sam_block.rle import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMAT_DESCRIPTION, OutputFormat
+from sam_block.rle import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMAT_DESCRIPTION, OUTPUT_FORMATS, OutputFormat
 from sam_block.runtime.device import resolve_device
 from sam_block.runtime.models import MODELS
 from sam_block.runtime.sessions import BoxPrompt, SessionStore, TrackerSettings, VideoSession
 from sam_block.runtime.tracker import VideoTracker
+
+TYPE_IDENTIFIER = "sam_block/segment_anything_2_video@v1"
 
 LONG_DESCRIPTION = """
 Track objects through a video with Segment Anything 2.1's **streaming memory**,
@@ -154,6 +164,16 @@ class BlockManifest(WorkflowBlockManifest):
     def get_execution_engine_compatibility(cls) -> Optional[str]:
         return ">=1.3.0,<2.0.0"
 
+    def discover_dependent_resources(self) -> List[DependentResource]:
+        """The local SAM 2 checkpoint of `version` (a selector is returned verbatim)."""
+        return checkpoint_resources(self.version)
+
+    def discover_work_operations(self) -> List[WorkOperation]:
+        return model_work_operations()
+
+    def get_actual_restrictions(self, *, ignore_environment_restrictions: bool = False) -> Discovery[RuntimeRestriction]:
+        return local_model_restrictions(getattr(self, "name", None), ignore_environment_restrictions)
+
 
 class SegmentAnything2VideoBlockV1(WorkflowBlock):
     """Tracks upstream detections through video with SAM 2's memory; one session per video."""
@@ -183,14 +203,24 @@ class SegmentAnything2VideoBlockV1(WorkflowBlock):
         max_tracks: int = 50,
         output_format: str = DEFAULT_OUTPUT_FORMAT,
     ) -> BlockResult:
-        settings = TrackerSettings(prompt_mode, int(prompt_interval), float(match_iou), int(lost_after), int(max_tracks))
-        upstream = list(boxes) if boxes is not None else [None] * len(images)
-        with self._lock:
-            store = self._store(version)
-            return [
-                {"predictions": self._track(store, settings, image, detections, float(threshold), output_format)}
-                for image, detections in zip(images, upstream)
-            ]
+        with client_errors_as_4xx(TYPE_IDENTIFIER):
+            if output_format not in OUTPUT_FORMATS:  # a literal is checked by the manifest, a step output only here
+                raise InvalidParameterError(f"output_format={output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
+            settings = TrackerSettings(
+                prompt_mode,
+                _number("prompt_interval", prompt_interval, int),
+                _number("match_iou", match_iou, float),
+                _number("lost_after", lost_after, int),
+                _number("max_tracks", max_tracks, int),
+            )
+            threshold = _number("threshold", threshold, float)
+            upstream = list(boxes) if boxes is not None else [None] * len(images)
+            with self._lock:
+                store = self._store(version)
+                return [
+                    {"predictions": self._track(store, settings, image, detections, threshold, output_format)}
+                    for image, detections in zip(images, upstream)
+                ]
 
     def _store(self, version: str) -> SessionStore:
         store = self._stores.get(version)
@@ -230,6 +260,17 @@ class SegmentAnything2VideoBlockV1(WorkflowBlock):
             },
         )
         return attach_engine_metadata(detections, image)
+
+
+def _number(name: str, value, kind):
+    """`value` as `kind` (int or float), or an error naming the field and the value."""
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"{name}={value!r} is not a number.") from None
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise InvalidParameterError(f"{name}={value!r}: use a whole number.")
+    return number
 
 
 def _box_prompts(upstream: Optional[sv.Detections], size, image: WorkflowImageData) -> Optional[List[BoxPrompt]]:
