@@ -13,6 +13,7 @@ from sam_block import __version__
 from sam_block.cli.commands import cmd_describe, cmd_download, cmd_run, cmd_segment
 from sam_block.cli.demo import cmd_demo
 from sam_block.cli.errors import CliError, root_message
+from sam_block.cli.track import add_track_parser
 
 DESCRIPTION = """`sam-block`: run SAM 2 workflows on images and videos from the shell, offline.
 
@@ -23,6 +24,7 @@ EXAMPLES = """examples:
   sam-block demo
   sam-block segment photo.jpg --boxes boxes.json --out out/
   sam-block run example_workflows/f_segment_everything.json photos/ --out out/ --param points_per_side=16
+  sam-block track clip.mp4 --boxes first_frame_boxes.json --version demo --out out/
   sam-block download hiera_tiny
   sam-block describe > manifest.json"""
 
@@ -158,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     describe.set_defaults(handler=cmd_describe)
+
+    add_track_parser(commands, formatter, progress_flags, known_version)
 
     demo = commands.add_parser(
         "demo",
