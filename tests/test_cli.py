@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
+from pycocotools.coco import COCO
 import pytest
 
 from sam_block.cli import main
@@ -25,7 +27,15 @@ def test_segment_writes_annotated_png_and_predictions(checkpoint_dir, tmp_path, 
     assert (annotated != image).any()
     payload = json.loads((tmp_path / "scene.json").read_text())
     assert sorted(p["class"] for p in payload["predictions"]) == ["circle", "ellipse", "rectangle"]
-    assert all(len(p["points"]) >= 3 for p in payload["predictions"])
+    # exact masks, not polygons: each rle_mask decodes to the mask coco.json holds for that box
+    from sam_block.rle import decode_rle
+
+    assert all("points" not in p for p in payload["predictions"])
+    coco = COCO(str(tmp_path / "coco.json"))
+    by_class = {coco.loadCats(a["category_id"])[0]["name"]: coco.annToMask(a).astype(bool) for a in coco.loadAnns(coco.getAnnIds())}
+    for p in payload["predictions"]:
+        mask = decode_rle(p["rle_mask"])
+        assert mask.shape == image.shape[:2] and np.array_equal(mask, by_class[p["class"]])
     assert "3 mask(s)" in capsys.readouterr().out
 
 
@@ -82,8 +92,8 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-import numpy as np  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
+
+
 
 from sam_block.demo.scenes import make_scene  # noqa: E402
 
@@ -134,6 +144,10 @@ def test_run_writes_annotation_json_image_outputs_and_coco(shapes, tmp_path, cap
     annotation = coco.loadAnns(coco.getAnnIds())[0]
     mask = coco.annToMask(annotation).astype(bool)
     assert mask.shape == (256, 256) and annotation["area"] == mask.sum()
+    from sam_block.rle import decode_rle
+
+    assert np.array_equal(decode_rle(payload["predictions"]["predictions"][0]["rle_mask"]), mask)  # exact in the JSON too
+    assert "rle_mask" not in payload["matches"]["predictions"][0]  # boxes stay boxes
     x1, y1, x2, y2 = scene.boxes[biggest]  # the template was found where it was cut out
     match = payload["matches"]["predictions"][0]
     assert abs(match["x"] - (x1 + x2) / 2) <= 2 and abs(match["y"] - (y1 + y2) / 2) <= 2

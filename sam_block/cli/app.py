@@ -47,7 +47,8 @@ The first WorkflowImage input of the workflow receives each image (or video fram
 strings; @FILE reads the JSON of FILE; a --param naming another image input may be
 an image file path.
 Per image it writes NAME.png (every detection output drawn: masks, boxes, labels),
-NAME.json (the outputs as the engine serializes them) and, for image outputs,
+NAME.json (the outputs as the engine serializes them, except that masks are exact:
+COCO RLE in `rle_mask` instead of a polygon) and, for image outputs,
 NAME.OUTPUT.png; once per run coco.json (instance masks as RLE, COCO format)."""
 
 DOWNLOAD_EXAMPLES = """examples:

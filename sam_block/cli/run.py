@@ -43,8 +43,6 @@ def run_frames(
     import cv2
     from tqdm.auto import tqdm
 
-    from roboflow_workflows.core_steps.common.serializers import serialize_wildcard_kind
-
     out.mkdir(parents=True, exist_ok=True)
     coco, summary = CocoWriter(), RunSummary()
     with tqdm(total=total, unit="image", desc="sam-block", disable=None if progress is None else not progress, file=sys.stderr) as bar:
@@ -62,7 +60,7 @@ def run_frames(
                     scene = annotate(scene, detections)
             png, js = out / f"{frame.name}{annotated_suffix}.png", out / f"{frame.name}.json"
             cv2.imwrite(str(png), scene)
-            serialized = serialize_wildcard_kind(result[json_output]) if json_output else {name: serialize_wildcard_kind(value) for name, value in result.items()}
+            serialized = _serialize(result[json_output]) if json_output else {name: _serialize(value) for name, value in result.items()}
             js.write_text(json.dumps(serialized, indent=2, default=_json_default))
             summary.written += [png, js]
             for name, image in (i for key, value in result.items() for i in find_images(value, key)):
@@ -82,6 +80,24 @@ def run_frames(
     coco.write(summary.coco)
     summary.written.append(summary.coco)
     return summary
+
+
+def _serialize(value: Any) -> Any:
+    """The engine's JSON for an output, except that masks stay exact: every ``sv.Detections``
+    with masks (also inside lists and dicts) carries COCO RLE in ``rle_mask``, not a polygon."""
+    import supervision as sv
+
+    from roboflow_workflows.core_steps.common.serializers import serialize_wildcard_kind
+
+    from sam_block.rle import serialise_exact
+
+    if isinstance(value, sv.Detections):
+        return serialise_exact(value)
+    if isinstance(value, dict):
+        return {key: _serialize(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_serialize(inner) for inner in value]
+    return serialize_wildcard_kind(value)
 
 
 def _json_default(value: Any) -> Any:
