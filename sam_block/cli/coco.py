@@ -29,6 +29,8 @@ class CocoWriter:
     def add(self, frame: Frame, detections: List[Tuple[str, Any]]) -> None:
         from pycocotools import mask as mask_utils
 
+        from sam_block.rle import detections_rles
+
         height, width = frame.image.shape[:2]
         image_id = len(self.images) + 1
         entry = {"id": image_id, "file_name": frame.source, "width": int(width), "height": int(height)}
@@ -39,16 +41,17 @@ class CocoWriter:
             if dets.mask is None:
                 continue
             names = dets.data.get("class_name")
+            rles = detections_rles(dets)  # exact, from crops when the masks are compact: one implementation
             for i in range(len(dets)):
                 name = str(names[i]) if names is not None else str(dets.class_id[i] if dets.class_id is not None else "object")
                 category = self.categories.setdefault(name, len(self.categories) + 1)
-                rle = mask_utils.encode(np.asfortranarray(dets.mask[i].astype(np.uint8)))
+                rle = rles[i]
                 x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
                 annotation = {
                     "id": len(self.annotations) + 1,
                     "image_id": image_id,
                     "category_id": category,
-                    "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+                    "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"]},
                     "area": float(mask_utils.area(rle)),
                     "bbox": [x, y, w, h],
                     "iscrowd": 0,
