@@ -194,6 +194,34 @@ def test_tracker_matches_meta_on_random_hiera_tiny_weights(tmp_path):
             assert mask_iou(got, want) >= PARITY_IOU, (f, k, mask_iou(got, want))
 
 
+def test_objects_with_the_same_memory_frames_are_propagated_in_one_batch_with_the_same_result(random_demo):
+    """propagate_many batches tracks prompted on the same frame (as Meta batches a video's objects):
+    logits within 1e-4 of one-by-one propagation, for a group of three and a late fourth object."""
+    from sam_block.runtime.tracker import TrackMemory, VideoTracker
+
+    tracker = VideoTracker(_load(random_demo))
+    frames, boxes = make_clip(frames=7, objects=4, seed=15)
+    alone, together = [TrackMemory() for _ in range(4)], [TrackMemory() for _ in range(4)]
+    batched_steps = []
+    original = tracker._stacked
+    tracker._stacked = lambda memories: batched_steps.append(len(memories)) or original(memories)
+    for f, bgr in enumerate(frames):
+        features = tracker.encode(np.ascontiguousarray(bgr[..., ::-1]))
+        starts = {0: (0, 1, 2), 3: (3,)}.get(f, ())
+        for k in starts:
+            for memory in (alone[k], together[k]):
+                tracker.prompt_box(memory, f, features, np.array(boxes[f][k], float))
+        live = [k for k in range(4) if k not in starts and (k < 3 or f > 3)]
+        if not live:
+            continue
+        one_by_one = [tracker.propagate(alone[k], f, features) for k in live]
+        batched = tracker.propagate_many([together[k] for k in live], f, features)
+        for a, b in zip(one_by_one, batched):
+            assert float((a.low_res_logits - b.low_res_logits).abs().max()) < 1e-4
+            assert abs(a.object_score - b.object_score) < 1e-4 and abs(a.iou - b.iou) < 1e-4
+    assert batched_steps and set(batched_steps) == {3}  # objects 0-2 batched; object 3 (other frames) alone
+
+
 # ---------------------------------------------------------------- identities
 
 

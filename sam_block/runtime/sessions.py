@@ -125,7 +125,8 @@ class VideoSession:
         self.frame_size = tuple(frame_rgb.shape[:2])
         idx, size = self.frame_idx, self.frame_size
         features = self.tracker.encode(frame_rgb)
-        outputs: Dict[int, TrackOutput] = {t.track_id: self.tracker.propagate(t.memory, idx, features) for t in self.tracks}
+        propagated = self.tracker.propagate_many([t.memory for t in self.tracks], idx, features)
+        outputs: Dict[int, TrackOutput] = {t.track_id: out for t, out in zip(self.tracks, propagated)}
         if prompts is not None and self.is_prompt_frame(idx) and (prompts or self.tracks):
             self.prompted = self.prompted or bool(prompts)
             self._apply_prompts(prompts, outputs, idx, features, size)

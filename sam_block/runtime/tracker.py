@@ -176,6 +176,70 @@ class VideoTracker:
         self._forget(memory, frame_idx)
         return self._output(out, ious)
 
+    @torch.inference_mode()
+    def propagate_many(self, memories: List[TrackMemory], frame_idx: int, features: FrameFeatures) -> List[TrackOutput]:
+        """`propagate` for several tracks of one frame: tracks whose memories hold the same
+        frames (e.g. objects prompted together) go through one batched ``track_step``, as
+        Meta's predictor batches the objects of a video; the others one by one."""
+        groups: Dict[tuple, List[int]] = {}
+        for i, memory in enumerate(memories):
+            groups.setdefault(self._layout(memory), []).append(i)
+        results: List[Optional[TrackOutput]] = [None] * len(memories)
+        for rows in groups.values():
+            if len(rows) == 1:
+                results[rows[0]] = self.propagate(memories[rows[0]], frame_idx, features)
+                continue
+            batch = self._stacked([memories[i] for i in rows])
+            feats = [f.repeat(1, len(rows), 1) for f in features.vision_feats]
+            pos = [p.repeat(1, len(rows), 1) for p in features.vision_pos]
+            batched = FrameFeatures(feats, pos, features.feat_sizes, features.size)
+            with self._autocast():
+                out, ious = self._step(batch, frame_idx, batched, None, init_cond=False)
+                self.model._encode_memory_in_output(
+                    feats, features.feat_sizes, None, True, out["pred_masks_high_res"], out["object_score_logits"], out
+                )
+            shared_pos = self._shared_pos_enc(out["maskmem_pos_enc"])
+            for j, i in enumerate(rows):
+                single = {
+                    "maskmem_features": out["maskmem_features"][j : j + 1].to(torch.bfloat16),
+                    "maskmem_pos_enc": shared_pos,
+                    "pred_masks": out["pred_masks"][j : j + 1],
+                    "obj_ptr": out["obj_ptr"][j : j + 1],
+                    "object_score_logits": out["object_score_logits"][j : j + 1],
+                }
+                memories[i].non_cond_frame_outputs[frame_idx] = self._compact(single)
+                self._forget(memories[i], frame_idx)
+                results[i] = self._output(single, ious[j : j + 1])
+        return results
+
+    @staticmethod
+    def _layout(memory: TrackMemory) -> tuple:
+        """Which frames a memory holds (and which still have memory features): tracks with
+        the same layout can share one batched step."""
+        return (
+            tuple(sorted(memory.cond_frame_outputs)),
+            tuple((t, memory.non_cond_frame_outputs[t]["maskmem_features"] is None) for t in sorted(memory.non_cond_frame_outputs)),
+        )
+
+    def _stacked(self, memories: List[TrackMemory]) -> TrackMemory:
+        """One memory whose entries hold the tensors of `memories` along the batch dimension."""
+
+        def stack(entries: List[dict]) -> dict:
+            features = [e["maskmem_features"] for e in entries]
+            return {
+                "maskmem_features": None if features[0] is None else torch.cat(features),
+                "maskmem_pos_enc": [p.expand(len(entries), *p.shape[1:]) for p in entries[0]["maskmem_pos_enc"]],
+                "pred_masks": None,
+                "obj_ptr": torch.cat([e["obj_ptr"] for e in entries]),
+                "object_score_logits": torch.cat([e["object_score_logits"] for e in entries]),
+            }
+
+        first = memories[0]
+        return TrackMemory(
+            cond_frame_outputs={t: stack([m.cond_frame_outputs[t] for m in memories]) for t in first.cond_frame_outputs},
+            non_cond_frame_outputs={t: stack([m.non_cond_frame_outputs[t] for m in memories]) for t in first.non_cond_frame_outputs},
+        )
+
     def _step(self, memory: TrackMemory, frame_idx: int, features: FrameFeatures, point_inputs, init_cond: bool):
         """``SAM2Base.track_step`` without its memory encoding, keeping the predicted IoUs."""
         current_out, sam_outputs, _, _ = self.model._track_step(
