@@ -2,6 +2,7 @@
 
     python benchmarks/video_tracking.py                      # demo architecture, bundled weights
     python benchmarks/video_tracking.py --frames 60 --long 1000 --objects 5
+    python benchmarks/video_tracking.py --version hiera_tiny --height 480 --width 640 --frames 4 --objects 2 --long 0
 
 Part 1 (speed): the same clip (`--frames` frames, `--objects` moving shapes prompted with their
 boxes on frame 0) tracked by Meta's predictor (one inference state, all objects together, frames
@@ -85,18 +86,34 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=1000)
     parser.add_argument("--meta-long", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--version", default="demo", help="demo (bundled weights) or an official version (random weights)")
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=320)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from sam_block.runtime.models import load_model
     from sam_block.runtime.variants import get_variant
 
-    variant = get_variant("demo")
-    model = load_model(variant, torch.device("cpu"))
-    predictor = build_meta_video_predictor(variant.config, Path(variant.bundled))
-    print(f"demo architecture, bundled weights, CPU, {args.threads} threads, {args.objects} objects, 240x320 frames")
+    variant = get_variant(args.version)
+    if variant.bundled:
+        checkpoint, weights = Path(variant.bundled), "bundled weights"
+    else:
+        from tests.support import build_random_checkpoint
 
-    frames, boxes = make_clip(frames=args.frames, objects=args.objects, seed=1)
+        checkpoint = build_random_checkpoint(Path(tempfile.mkdtemp(prefix="sam_block_bench_")) / variant.filename, version=args.version)
+        weights = "random weights"
+    from sam_block.runtime.models import build_model
+
+    model = build_model(variant)
+    model.load_state_dict(torch.load(str(checkpoint), map_location="cpu", weights_only=True)["model"])
+    model.eval()
+    predictor = build_meta_video_predictor(variant.config, checkpoint)
+    print(
+        f"{args.version}, {weights}, CPU, {args.threads} threads, {args.objects} objects, "
+        f"{args.height}x{args.width} frames"
+    )
+
+    frames, boxes = make_clip(frames=args.frames, height=args.height, width=args.width, objects=args.objects, seed=1)
     folder = Path(tempfile.mkdtemp(prefix="sam_block_bench_clip_"))
     decoded = write_jpegs(frames, folder)
     meta_t, load_s, meta_masks, _ = meta(predictor, folder, boxes, args.frames)
@@ -115,7 +132,9 @@ def main() -> None:
         f"over {compared} object-frames present in both"
     )
 
-    long_frames, long_boxes = make_clip(frames=args.long, objects=args.objects, seed=2)
+    if args.long <= 0:
+        return
+    long_frames, long_boxes = make_clip(frames=args.long, height=args.height, width=args.width, objects=args.objects, seed=2)
     gc.collect()
     start_rss = rss_mb()
     from sam_block.runtime.sessions import BoxPrompt, TrackerSettings, VideoSession
@@ -143,7 +162,7 @@ def main() -> None:
 
     meta_frames = long_boxes[: args.meta_long]
     meta_folder = Path(tempfile.mkdtemp(prefix="sam_block_bench_long_"))
-    write_jpegs(make_clip(frames=args.meta_long, objects=args.objects, seed=2)[0], meta_folder)
+    write_jpegs(make_clip(frames=args.meta_long, height=args.height, width=args.width, objects=args.objects, seed=2)[0], meta_folder)
     _, _, _, grown = meta(predictor, meta_folder, meta_frames, args.meta_long)
     print(f"[meta memory] {args.meta_long} frames: RSS +{grown:.1f} MB during init_state + propagation")
 
