@@ -179,6 +179,10 @@ def run_with_ray(
     if pending:
         _compute(definition, names[0], params, pending, out, summary, address, workers, progress, gpus_per_worker, batch_size, on_image)
     _merge(items, out, summary)
+    if summary.skipped:
+        print(f"{summary.skipped} image(s) already done in {out} by an earlier run: kept, not recomputed", file=sys.stderr)
+    if summary.failed:
+        print(f"{len(summary.failed)} image(s) failed; reasons in {summary.failed_file}", file=sys.stderr)
     return summary
 
 

@@ -1,0 +1,170 @@
+"""`sam-block run --ray`: real Ray (a local cluster of 2 CPUs), the real engine, the bundled demo model.
+
+One Ray runtime serves the whole module. The reference is the single-process
+`sam-block run` on the same 40 generated images; every Ray run must write the same
+coco.json (same images, masks, scores, ids) and the same annotated pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import ray
+
+from sam_block.batch import FAILED_FILE, STATE_DIR, run_with_ray
+from sam_block.cli import main
+from sam_block.demo.scenes import make_scene
+
+pytestmark = pytest.mark.slow
+
+IMAGES = 40
+PARAMS = {"points_per_side": 8}  # segment everything on a coarse grid: a few masks per image, per scene different
+WORKFLOW = {
+    "version": "1.0",
+    "inputs": [{"type": "WorkflowImage", "name": "image"}, {"type": "WorkflowParameter", "name": "points_per_side", "default_value": 32}],
+    "steps": [
+        {"type": "sam_block/segment_anything_2@v1", "name": "sam", "images": "$inputs.image", "version": "demo", "points_per_side": "$inputs.points_per_side"},
+        {"type": "roboflow_core/mask_visualization@v1", "name": "masks", "image": "$inputs.image", "predictions": "$steps.sam.predictions"},
+    ],
+    "outputs": [
+        {"type": "JsonField", "name": "predictions", "selector": "$steps.sam.predictions"},
+        {"type": "JsonField", "name": "visualization", "selector": "$steps.masks.image"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """40 generated scenes as PNG files, the workflow, and the single-process run's output."""
+    root = tmp_path_factory.mktemp("ray")
+    images = root / "images"
+    images.mkdir()
+    for seed in range(IMAGES):
+        cv2.imwrite(str(images / f"scene{seed:02d}.png"), np.ascontiguousarray(make_scene(seed).image[..., ::-1]))
+    workflow = root / "workflow.json"
+    workflow.write_text(json.dumps(WORKFLOW))
+    reference = root / "reference"
+    assert main(["run", str(workflow), str(images), "--out", str(reference), "--param", "points_per_side=8", "--no-progress"]) == 0
+    coco = json.loads((reference / "coco.json").read_text())
+    assert len(coco["images"]) == IMAGES and len(coco["annotations"]) >= IMAGES  # masks on every scene, on average
+    return images, workflow, reference
+
+
+def outputs(out: Path) -> dict:
+    """What a run leaves for the user: every file (bytes) but the engine's JSON, whose detection ids are fresh uuids."""
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.suffix == ".png"}
+
+
+def assert_same_as_reference(out: Path, reference: Path) -> None:
+    assert json.loads((out / "coco.json").read_text()) == json.loads((reference / "coco.json").read_text())
+    assert outputs(out) == outputs(reference)  # NAME.png and NAME.visualization.png, byte for byte
+    for path in reference.glob("*.json"):  # the engine's JSON: the same masks, up to the fresh detection ids
+        ours, theirs = json.loads((out / path.name).read_text()), json.loads(path.read_text())
+        if "predictions" in theirs:
+            strip = lambda p: [{k: v for k, v in d.items() if k not in ("detection_id", "parent_id")} for d in p["predictions"]["predictions"]]  # noqa: E731
+            assert strip(ours) == strip(theirs), path.name
+
+
+def test_ray_run_equals_the_single_process_run(ray_runtime, dataset, tmp_path, capsys):
+    images, workflow, reference = dataset
+    out = tmp_path / "out"
+    code = main(["run", str(workflow), str(images), "--out", str(out), "--param", "points_per_side=8", "--no-progress", "--ray", "--workers", "2"])
+    assert code == 0, capsys.readouterr().err
+    assert f"{IMAGES} image(s)" in capsys.readouterr().out
+    assert_same_as_reference(out, reference)
+    assert not (out / FAILED_FILE).exists()
+
+
+def test_a_killed_actor_is_restarted_and_nothing_is_lost(ray_runtime, dataset, tmp_path):
+    images, workflow, reference = dataset
+    pids, killed = [], []
+
+    def kill_the_first_worker(image):
+        pids.append(image["pid"])
+        if not killed:  # the actor that delivered the first image dies with batches still queued on it
+            os.kill(image["pid"], signal.SIGKILL)
+            killed.append(image["pid"])
+
+    summary = run_with_ray(json.loads(workflow.read_text()), [images], tmp_path / "out", PARAMS, workers=2, batch_size=2, progress=False, on_image=kill_the_first_worker)
+    assert killed and not _alive(killed[0])
+    assert (summary.frames, summary.computed, summary.skipped, summary.failed) == (IMAGES, IMAGES, 0, [])
+    assert len(set(pids) - set(killed)) >= 2, "a restarted actor (a new process) took the dead one's place"
+    assert_same_as_reference(tmp_path / "out", reference)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_without_duplicates_or_recomputation(ray_runtime, dataset, tmp_path):
+    images, workflow, reference = dataset
+    definition, out, first = json.loads(workflow.read_text()), tmp_path / "out", []
+
+    def stop_half_way(image):
+        first.append(image["name"])
+        if len(first) == IMAGES // 2:
+            raise Stop  # as Ctrl-C would, in the middle of the job
+
+    with pytest.raises(Stop):
+        run_with_ray(definition, [images], out, PARAMS, workers=2, batch_size=2, progress=False, on_image=stop_half_way)
+    done = {p.stem: p.stat().st_mtime_ns for p in (out / STATE_DIR).glob("*.json")}
+    pictures = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert set(done) == set(first) and len(done) == IMAGES // 2 and not (out / "coco.json").exists()
+    time.sleep(0.01)
+
+    second = []
+    summary = run_with_ray(definition, [images], out, PARAMS, workers=2, batch_size=2, progress=False, on_image=lambda image: second.append(image["name"]))
+    assert (summary.frames, summary.skipped, summary.computed) == (IMAGES, IMAGES // 2, IMAGES // 2)
+    assert sorted(second) == sorted(set(second)) and not set(second) & set(first)  # engine runs: only the missing half, once each
+    assert {p.stem: p.stat().st_mtime_ns for p in (out / STATE_DIR).glob("*.json") if p.stem in done} == done  # untouched
+    assert {name: mtime for name, mtime in ((p.name, p.stat().st_mtime_ns) for p in out.glob("*.png")) if name in pictures} == pictures
+    assert_same_as_reference(out, reference)  # each image and annotation exactly once, in input order
+
+    third = run_with_ray(definition, [images], out, PARAMS, workers=2, progress=False)
+    assert (third.frames, third.skipped, third.computed) == (IMAGES, IMAGES, 0)  # nothing left: Ray is not even asked
+    assert_same_as_reference(out, reference)
+
+
+def test_a_corrupt_image_is_reported_in_failed_jsonl_and_the_rest_complete(ray_runtime, dataset, tmp_path):
+    images, workflow, reference = dataset
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("scene00.png", "scene01.png", "scene02.png"):
+        (inputs / name).write_bytes((images / name).read_bytes())
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))  # a PNG signature, then garbage
+    out = tmp_path / "out"
+    summary = run_with_ray(json.loads(workflow.read_text()), [inputs], out, PARAMS, workers=2, batch_size=1, progress=False)
+    lines = [json.loads(line) for line in (out / FAILED_FILE).read_text().splitlines()]
+    assert [(line["name"], line["source"]) for line in lines] == [("broken", str(inputs / "broken.png"))]
+    assert "is not an image OpenCV can read" in lines[0]["reason"]
+    assert (summary.frames, summary.computed, len(summary.failed)) == (3, 3, 1)
+    coco = json.loads((out / "coco.json").read_text())
+    expected = json.loads((reference / "coco.json").read_text())
+    assert [i["file_name"] for i in coco["images"]] == [str(inputs / n) for n in ("scene00.png", "scene01.png", "scene02.png")]
+    kept = {i["id"] for i in expected["images"][:3]}
+    assert [a["segmentation"] for a in coco["annotations"]] == [a["segmentation"] for a in expected["annotations"] if a["image_id"] in kept]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie still answers signal 0
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
