@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -73,6 +74,14 @@ def add_ray_arguments(parser) -> None:
     )
     group.add_argument("--workers", type=int, default=2, metavar="N", help="with --ray: actors, each holding one engine and model (default 2)")
     group.add_argument(
+        "--per-image",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='with --ray: JSON {IMAGE: {INPUT: VALUE}}, workflow inputs per image (IMAGE: file name or stem), '
+        'e.g. each image\'s boxes: {"a.jpg": {"boxes": [{"image": {...}, "predictions": [...]}]}}',
+    )
+    group.add_argument(
         "--gpus-per-worker",
         type=float,
         default=None,
@@ -83,11 +92,13 @@ def add_ray_arguments(parser) -> None:
 
 @dataclass(frozen=True)
 class Item:
-    """One image to do: its output stem, its path as given (written to coco.json), and its file."""
+    """One image to do: its output stem, its path as given (written to coco.json), its file, and the
+    JSON of its own workflow inputs (added to the run's)."""
 
     name: str
     source: str
     path: str
+    params: str = "{}"
 
 
 def plan_items(inputs: Sequence[Union[Path, Tuple[Path, str]]]) -> List[Item]:
@@ -120,7 +131,7 @@ class Segmenter:
             self.engine = init_engine(definition)
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, list]:
-        rows = [self.segment(Item(n, s, p)) for n, s, p in zip(batch["name"], batch["source"], batch["path"])]
+        rows = [self.segment(Item(*fields)) for fields in zip(batch["name"], batch["source"], batch["path"], batch["params"])]
         return {key: [row[key] for row in rows] for key in rows[0]}
 
     def segment(self, item: Item) -> Dict[str, Any]:
@@ -128,9 +139,10 @@ class Segmenter:
         row = {"name": item.name, "source": item.source, "reason": "", "record": "", "file_names": [], "file_bytes": [], "pid": os.getpid()}
         try:
             image = load_image(Path(item.path))
+            params = {**self.params, **json.loads(item.params)}
             with tempfile.TemporaryDirectory(prefix="sam-block-ray-") as scratch:
                 with contextlib.redirect_stdout(io.StringIO()):  # run_frames prints a line per image; the driver prints its own
-                    summary = run_frames(self.engine, self.image_input, iter([Frame(item.name, item.source, image)]), Path(scratch), self.params, total=1, progress=False)
+                    summary = run_frames(self.engine, self.image_input, iter([Frame(item.name, item.source, image)]), Path(scratch), params, total=1, progress=False)
                 files = [p for p in summary.written if p.name != COCO_FILE]
                 row["file_names"] = [p.name for p in files]
                 row["file_bytes"] = [p.read_bytes() for p in files]
@@ -152,13 +164,16 @@ def run_with_ray(
     gpus_per_worker: Optional[float] = None,
     batch_size: int = 4,
     on_image: Optional[Callable[[Dict[str, Any]], None]] = None,
+    per_image: Optional[Union[Path, Dict[str, Dict[str, Any]]]] = None,
 ) -> RaySummary:
     """Run `definition` on every image of `inputs` with Ray Data and write what ``sam-block run`` writes.
 
     `address`: an existing cluster (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``); ``None``
     or ``"local"``: a Ray on this machine (or the one this process already joined). `workers`
     actors each hold one engine; `gpus_per_worker` (default: 1 when the cluster has GPUs, else 0)
-    is Ray's ``num_gpus`` per actor. `on_image` is called in this process with
+    is Ray's ``num_gpus`` per actor. `per_image` (a dict or the path of its JSON file) maps an
+    image's file name or stem to its own workflow inputs, e.g. ``{"a.jpg": {"boxes": [...]}}``.
+    `on_image` is called in this process with
     ``{"name", "source", "status": "done" | "failed", "reason", "pid"}`` after each image is
     written (``pid``: the actor process that computed it). Paths must be readable by every node;
     the outputs are written by this process only.
@@ -170,7 +185,7 @@ def run_with_ray(
     names = image_inputs(definition)
     if not names:
         raise CliError("the workflow has no WorkflowImage input to give the images to")
-    items = plan_items(inputs)
+    items = _with_per_image_params(plan_items(inputs), per_image, names[0])
     init_engine(definition)  # a workflow that does not compile fails here, before any Ray work
     out = Path(out)
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
@@ -186,6 +201,34 @@ def run_with_ray(
     return summary
 
 
+def _with_per_image_params(items: List[Item], per_image, image_input: str) -> List[Item]:
+    """`items` with their own inputs from `per_image` ({file name or stem: {input: value}})."""
+    if per_image is None:
+        return items
+    if not isinstance(per_image, dict):
+        try:
+            per_image = json.loads(Path(per_image).read_text())
+        except OSError:
+            raise CliError(f"--per-image file {per_image} cannot be read (does it exist?)") from None
+        except ValueError as error:
+            raise CliError(f"--per-image file {per_image} is not valid JSON ({error})") from None
+    if not isinstance(per_image, dict) or not all(isinstance(v, dict) for v in per_image.values()):
+        raise CliError('--per-image must map image names to their inputs: {"a.jpg": {"boxes": [...]}}')
+    matched, planned = set(), []
+    for item in items:
+        file_name = Path(item.source).name
+        key = file_name if file_name in per_image else item.name if item.name in per_image else None
+        own = per_image.get(key, {}) if key is not None else {}
+        if image_input in own:
+            raise CliError(f"--per-image {key}: {image_input!r} is the image input, which receives the image itself; remove it")
+        matched.add(key)
+        planned.append(Item(item.name, item.source, item.path, json.dumps(own)))
+    unknown = sorted(set(per_image) - matched)
+    if unknown:
+        logging.getLogger(__name__).warning("--per-image: %d name(s) match no input image, e.g. %r", len(unknown), unknown[0])
+    return planned
+
+
 def _compute(definition, image_input, params, pending, out, summary, address, workers, progress, gpus_per_worker, batch_size, on_image) -> None:
     import ray
     from tqdm.auto import tqdm
@@ -195,7 +238,7 @@ def _compute(definition, image_input, params, pending, out, summary, address, wo
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts images
         if gpus_per_worker is None:
             gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-        dataset = ray.data.from_items([{"name": i.name, "source": i.source, "path": i.path} for i in pending], override_num_blocks=max(1, len(pending) // batch_size))
+        dataset = ray.data.from_items([{"name": i.name, "source": i.source, "path": i.path, "params": i.params} for i in pending], override_num_blocks=max(1, len(pending) // batch_size))
         results = dataset.map_batches(
             Segmenter,
             fn_constructor_kwargs={"definition": definition, "image_input": image_input, "params": params, "threads": 1},
@@ -235,8 +278,6 @@ def _compute(definition, image_input, params, pending, out, summary, address, wo
 
 def _connect(ray, address: Optional[str]) -> bool:
     """Join `address` (or start a local Ray); True when we started it and must shut it down."""
-    import logging
-
     if ray.is_initialized():
         return False
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}

@@ -17,12 +17,14 @@ import cv2
 import numpy as np
 import pytest
 import ray
+from pycocotools import mask as mask_utils
 
 from sam_block.batch import FAILED_FILE, STATE_DIR, run_with_ray
 from sam_block.cli import main
 from sam_block.demo.scenes import make_scene
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 IMAGES = 40
 PARAMS = {"points_per_side": 8}  # segment everything on a coarse grid: a few masks per image, per scene different
@@ -139,24 +141,43 @@ def test_an_interrupted_run_resumes_without_duplicates_or_recomputation(ray_runt
     assert_same_as_reference(out, reference)
 
 
-def test_a_corrupt_image_is_reported_in_failed_jsonl_and_the_rest_complete(ray_runtime, dataset, tmp_path):
-    images, workflow, reference = dataset
+def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtime, dataset, tmp_path):
+    """The bundled boxes-to-masks workflow, each image with its own boxes (keyed by file name);
+    one file is not an image: it is a line of failed.jsonl, the others complete."""
+    images, _, _ = dataset
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    for name in ("scene00.png", "scene01.png", "scene02.png"):
+    per_image, truth = {}, {}
+    for seed in range(3):
+        name = f"scene{seed:02d}.png"
         (inputs / name).write_bytes((images / name).read_bytes())
+        scene = make_scene(seed)
+        truth[f"scene{seed:02d}"] = scene.masks
+        predictions = [
+            {"x": float(x1 + x2) / 2, "y": float(y1 + y2) / 2, "width": float(x2 - x1), "height": float(y2 - y1), "class": kind, "class_id": 0, "confidence": 1.0, "detection_id": f"s{seed}-{i}"}
+            for i, ((x1, y1, x2, y2), kind) in enumerate(zip(scene.boxes, scene.kinds))
+        ]
+        per_image[name] = {"boxes": [{"image": {"width": 256, "height": 256}, "predictions": predictions}]}
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))  # a PNG signature, then garbage
+    (tmp_path / "per_image.json").write_text(json.dumps(per_image))
     out = tmp_path / "out"
-    summary = run_with_ray(json.loads(workflow.read_text()), [inputs], out, PARAMS, workers=2, batch_size=1, progress=False)
+    workflow = REPO / "sam_block/workflows/boxes_to_masks.json"
+    code = main(["run", str(workflow), str(inputs), "--out", str(out), "--param", "version=demo", "--no-progress", "--ray", "--workers", "2", "--per-image", str(tmp_path / "per_image.json")])
+    assert code == 0
+
     lines = [json.loads(line) for line in (out / FAILED_FILE).read_text().splitlines()]
     assert [(line["name"], line["source"]) for line in lines] == [("broken", str(inputs / "broken.png"))]
     assert "is not an image OpenCV can read" in lines[0]["reason"]
-    assert (summary.frames, summary.computed, len(summary.failed)) == (3, 3, 1)
     coco = json.loads((out / "coco.json").read_text())
-    expected = json.loads((reference / "coco.json").read_text())
-    assert [i["file_name"] for i in coco["images"]] == [str(inputs / n) for n in ("scene00.png", "scene01.png", "scene02.png")]
-    kept = {i["id"] for i in expected["images"][:3]}
-    assert [a["segmentation"] for a in coco["annotations"]] == [a["segmentation"] for a in expected["annotations"] if a["image_id"] in kept]
+    assert [i["file_name"] for i in coco["images"]] == [str(inputs / n) for n in per_image]
+    for stem, masks in truth.items():  # every image got its own boxes: one mask per box, on its shape
+        found = json.loads((out / f"{stem}.json").read_text())["predictions"]["predictions"]
+        assert [p["parent_id"] for p in found] == [p["detection_id"] for p in per_image[f"{stem}.png"]["boxes"][0]["predictions"]]
+    for annotation in coco["annotations"]:
+        stem = Path(coco["images"][annotation["image_id"] - 1]["file_name"]).stem
+        mask = mask_utils.decode({"size": annotation["segmentation"]["size"], "counts": annotation["segmentation"]["counts"].encode()}).astype(bool)
+        assert max((mask & t).sum() / (mask | t).sum() for t in truth[stem]) > 0.5
+    assert len(coco["annotations"]) == sum(len(m) for m in truth.values())
 
 
 def _alive(pid: int) -> bool:

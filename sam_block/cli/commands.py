@@ -28,7 +28,7 @@ def cmd_run(args) -> int:
     if getattr(args, "ray", None) is not None:  # the same outputs, computed by Ray actors (sam_block/batch.py)
         from sam_block.batch import run_with_ray
 
-        summary = run_with_ray(definition, inputs, args.out, params, address=args.ray, workers=args.workers, progress=args.progress, gpus_per_worker=args.gpus_per_worker)
+        summary = run_with_ray(definition, inputs, args.out, params, address=args.ray, workers=args.workers, progress=args.progress, gpus_per_worker=args.gpus_per_worker, per_image=args.per_image)
         print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
         return 0
     engine = init_engine(definition)
