@@ -278,6 +278,8 @@ def _compute(definition, image_input, params, pending, out, summary, address, wo
 
 def _connect(ray, address: Optional[str]) -> bool:
     """Join `address` (or start a local Ray); True when we started it and must shut it down."""
+    if address not in (None, LOCAL, "auto"):
+        _check_reachable(address)  # ray.init retries an address where nothing listens for minutes
     if ray.is_initialized():
         return False
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
@@ -289,6 +291,24 @@ def _connect(ray, address: Optional[str]) -> bool:
     except Exception as error:
         raise CliError(f"cannot start or join Ray at {address or 'this machine'}: {root_message(error)}; " "start one with `ray start --head` and pass its address (or `--ray` alone for a local one)") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A clear error when nothing answers at `address` (``HOST:PORT`` or ``ray://HOST:PORT``)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"gcs://{address}")
+    try:
+        host, port = parts.hostname, parts.port or (10001 if parts.scheme == "ray" else 6379)
+    except ValueError:
+        raise CliError(f"--ray {address!r} is not HOST:PORT, ray://HOST:PORT or auto") from None
+    if not host:
+        raise CliError(f"--ray {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, port), timeout=10).close()
+    except OSError as error:
+        raise CliError(f"cannot join Ray at {address}: nothing answers at {host}:{port} ({error.strerror or error}); " "start the cluster with `ray start --head` there, or use `--ray` alone for a Ray on this machine") from None
 
 
 def _store(out: Path, row: Dict[str, Any]) -> List[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -178,6 +179,35 @@ def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtim
         mask = mask_utils.decode({"size": annotation["segmentation"]["size"], "counts": annotation["segmentation"]["counts"].encode()}).astype(bool)
         assert max((mask & t).sum() / (mask | t).sum() for t in truth[stem]) > 0.5
     assert len(coco["annotations"]) == sum(len(m) for m in truth.values())
+
+    (inputs / "broken.png").write_bytes((inputs / "scene00.png").read_bytes())  # repaired: the next run tries it again
+    summary = run_with_ray(json.loads(workflow.read_text()), [inputs], out, {"version": "demo", "boxes": per_image["scene00.png"]["boxes"]}, progress=False)
+    assert (summary.frames, summary.skipped, summary.computed, summary.failed) == (4, 3, 1, [])
+    assert not (out / FAILED_FILE).exists()
+    assert [Path(i["file_name"]).name for i in json.loads((out / "coco.json").read_text())["images"]] == ["broken.png", *per_image]
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda d: {"inputs": [d / "clip.avi"]}, "is a video: run it without --ray"),
+        (lambda d: {"workers": 0}, "--workers must be 1 or more (got 0)"),
+        (lambda d: {"per_image": d / "missing.json"}, "missing.json cannot be read"),
+        (lambda d: {"per_image": {"a.png": {"image": 1}}}, "'image' is the image input"),
+        (lambda d: {"per_image": {"a.png": [1]}}, "must map image names to their inputs"),
+        (lambda d: {"address": "127.0.0.1:1"}, "cannot join Ray at 127.0.0.1:1: nothing answers at 127.0.0.1:1"),
+        (lambda d: {"address": "ray://127.0.0.1:1"}, "nothing answers at 127.0.0.1:1"),
+    ],
+)
+def test_bad_requests_are_one_clear_error_before_any_work(change, expected, tmp_path):
+    from sam_block.cli import CliError
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "clip.avi").write_bytes(b"not read: refused by its suffix")
+    arguments = {"inputs": [tmp_path / "a.png"], "workers": 2, **change(tmp_path)}
+    with pytest.raises(CliError, match=re.escape(expected)):
+        run_with_ray(WORKFLOW, arguments.pop("inputs"), tmp_path / "out", PARAMS, progress=False, **arguments)
+    assert not (tmp_path / "out" / "coco.json").exists()
 
 
 def _alive(pid: int) -> bool:
