@@ -5,8 +5,10 @@
 Generates IMAGES demo scenes (256 × 256 PNG) and segments everything on them (demo model,
 8 × 8 points, CPU) four ways, each into a fresh output folder:
 
-- plain, 1 thread: ``run_frames`` (what ``sam-block run`` does), torch on 1 thread (= one actor);
-- plain, default threads: the same with torch's default thread count;
+- plain, 1 thread: ``run_frames`` (what ``sam-block run`` does) in a child process with
+  ``OMP_NUM_THREADS=1`` and torch on 1 thread: what Ray gives an actor of 1 CPU;
+- plain, default threads: the same child process with the default environment (what
+  ``sam-block run`` does on this machine);
 - Ray, 1 actor and Ray, 2 actors: ``run_with_ray`` on a local Ray (``num_cpus`` = the cores).
 
 For each: steady images/s (images written after the first delivery / time from it to the
@@ -19,6 +21,7 @@ Prints a Markdown table and the load average (the machine is shared).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -39,6 +42,18 @@ WORKFLOW = {
     "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.sam.predictions"}],
 }
 PARAMS = {"points_per_side": 8}
+
+
+def plain_in_child(images: Path, out: Path, threads: int | None) -> dict:
+    """`plain` in a fresh process (its own thread settings, its own imports), results as JSON."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    command = [sys.executable, __file__, "--plain-child", str(images), str(out), str(threads or 0)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def plain(images: Path, out: Path, threads: int | None) -> dict:
@@ -85,7 +100,14 @@ def steady(stamps) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--plain-child", nargs=3, metavar=("IMAGES", "OUT", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plain_child:
+        images, out, threads = args.plain_child
+        with contextlib.redirect_stdout(sys.stderr):
+            result = plain(Path(images), Path(out), int(threads) or None)
+        print(json.dumps(result))
+        return 0
 
     import logging
 
@@ -102,11 +124,8 @@ def main() -> int:
         cv2.imwrite(str(images / f"scene{seed:03d}.png"), np.ascontiguousarray(make_scene(1000 + seed).image[..., ::-1]))
 
     rows = []
-    for label, run in [
-        ("plain `sam-block run` path, torch 1 thread", lambda out: plain(images, out, 1)),
-        ("plain `sam-block run` path, torch default threads", lambda out: plain(images, out, None)),
-    ]:
-        rows.append((label, run(root / f"out{len(rows)}")))
+    rows.append(("plain `sam-block run` path, 1 thread (OMP_NUM_THREADS=1, torch 1 thread)", plain_in_child(images, root / "out0", 1)))
+    rows.append(("plain `sam-block run` path, default threads", plain_in_child(images, root / "out1", None)))
     started = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - started

@@ -46,6 +46,7 @@ from sam_block.cli.run import RunSummary, run_frames
 STATE_DIR = ".sam-block-ray"  # one record per finished image
 FAILED_FILE = "failed.jsonl"
 LOCAL = "local"  # `--ray` without an address: a Ray on this machine
+ROW_KEYS = ("name", "source", "reason", "record", "file_names", "file_bytes", "pid")  # what an actor returns per image
 
 
 @dataclass
@@ -132,11 +133,11 @@ class Segmenter:
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, list]:
         rows = [self.segment(Item(*fields)) for fields in zip(batch["name"], batch["source"], batch["path"], batch["params"])]
-        return {key: [row[key] for row in rows] for key in rows[0]}
+        return {key: [row[key] for row in rows] for key in ROW_KEYS}
 
     def segment(self, item: Item) -> Dict[str, Any]:
         """Run the workflow on one image exactly as ``sam-block run`` does; return its files' bytes."""
-        row = {"name": item.name, "source": item.source, "reason": "", "record": "", "file_names": [], "file_bytes": [], "pid": os.getpid()}
+        row = dict(zip(ROW_KEYS, (item.name, item.source, "", "", [], [], os.getpid())))
         try:
             image = load_image(Path(item.path))
             params = {**self.params, **json.loads(item.params)}
@@ -257,6 +258,7 @@ def _compute(definition, image_input, params, pending, out, summary, address, wo
                 for row in rows:
                     if row["reason"]:
                         failed.append({"name": row["name"], "source": row["source"], "reason": row["reason"]})
+                        _write_failed(out, failed)  # at once: an interrupted job still says what failed
                         bar.write(f"{row['source']}: failed: {row['reason']}", file=sys.stderr)
                     else:
                         written = _store(out, row)
@@ -370,9 +372,13 @@ def _merge(items: Iterable[Item], out: Path, summary: RaySummary) -> None:
     finally:
         scratch.unlink(missing_ok=True)
     summary.written.append(summary.coco)
-    failed_path = out / FAILED_FILE
-    if summary.failed:
-        _atomic_write(failed_path, "".join(json.dumps(f) + "\n" for f in summary.failed).encode())
-        summary.failed_file = failed_path
-    else:
-        failed_path.unlink(missing_ok=True)
+    summary.failed_file = _write_failed(out, summary.failed)
+
+
+def _write_failed(out: Path, failed: List[Dict[str, str]]) -> Optional[Path]:
+    """failed.jsonl: one JSON line per image of this run that failed; no file when none did."""
+    path = out / FAILED_FILE
+    if not failed:
+        path.unlink(missing_ok=True)
+        return None
+    return _atomic_write(path, "".join(json.dumps(f) + "\n" for f in failed).encode())
