@@ -43,6 +43,25 @@ WORKFLOW = {
 }
 
 
+def test_the_command_starts_its_own_local_ray_and_stops_it(tmp_path):
+    """`sam-block run ... --ray --workers 1` in a fresh process (first in this module: no Ray runs yet)."""
+    import subprocess
+    import sys
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in (0, 1):
+        cv2.imwrite(str(images / f"scene{seed:02d}.png"), np.ascontiguousarray(make_scene(seed).image[..., ::-1]))
+    (tmp_path / "workflow.json").write_text(json.dumps(WORKFLOW))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "sam_block.cli", "run", str(tmp_path / "workflow.json"), str(images), "--out", str(out), "--param", "points_per_side=8", "--no-progress", "--ray", "--workers", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 image(s)" in done.stdout and sorted(p.name for p in out.glob("*.png")) == ["scene00.png", "scene00.visualization.png", "scene01.png", "scene01.visualization.png"]
+    assert [Path(i["file_name"]).name for i in json.loads((out / "coco.json").read_text())["images"]] == ["scene00.png", "scene01.png"]
+    assert not ray.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def ray_runtime():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
