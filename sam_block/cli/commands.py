@@ -25,6 +25,12 @@ def cmd_run(args) -> int:
         if isinstance(params.get(name), str) and Path(params[name]).is_file():
             params[name] = load_image(Path(params[name]))
     inputs = expand_inputs(args.inputs)
+    if getattr(args, "ray", None) is not None:  # the same outputs, computed by Ray actors (sam_block/batch.py)
+        from sam_block.batch import run_with_ray
+
+        summary = run_with_ray(definition, inputs, args.out, params, address=args.ray, workers=args.workers, progress=args.progress, gpus_per_worker=args.gpus_per_worker, per_image=args.per_image)
+        print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
+        return 0
     engine = init_engine(definition)
     summary = run_frames(engine, names[0], iter_frames(inputs, args.every), args.out, params, total=count_frames(inputs, args.every), progress=args.progress)
     print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
