@@ -12,9 +12,8 @@ BOX = np.array([35, 45, 190, 210], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
-def meta(meta_predictor, scene):
-    meta_predictor.set_image(scene[:, :, ::-1].copy())
-    return meta_predictor
+def meta(meta_on_scene):
+    return meta_on_scene
 
 
 def meta_best(meta, **prompt):
