@@ -19,6 +19,9 @@ import requests
 from tests.conftest import REPO, load_example, make_scene
 from tests.http_server import LocalServer, box_prediction, boxes_input, free_port, image_input, polygon_mask
 
+# the server starts in ~45 s and the load test alone takes minutes on the shared 2-core machine
+pytestmark = pytest.mark.slow
+
 TYPE = "sam_block/segment_anything_2@v1"
 WORKFLOW = load_example("a_boxes_input.json")
 MANIFEST = json.loads((REPO / "manifests" / "sam_block.segment_anything_2.v1.json").read_text())
