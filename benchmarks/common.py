@@ -23,7 +23,7 @@ def checkpoint_dir(path: Path = None) -> Path:
     if path is not None:
         return Path(path)
     directory = Path(tempfile.mkdtemp(prefix="sam_block_bench_ckpt_"))
-    from tests.conftest import build_random_checkpoint  # sets SAM_BLOCK_* for this process only
+    from tests.support import build_random_checkpoint  # side-effect free
 
     build_random_checkpoint(directory / "sam2.1_hiera_tiny.pt")
     return directory

@@ -45,9 +45,9 @@ def main() -> None:
     parser.add_argument("--checkpoint-dir", type=Path, default=Path(tempfile.gettempdir()) / "sam_block_bench")
     args = parser.parse_args()
 
-    from tests.conftest import TINY_CONFIG, build_random_checkpoint, make_scene
+    from tests.support import build_random_checkpoint, make_scene, meta_sam2  # side-effect free
 
-    os.environ["SAM_BLOCK_CHECKPOINT_DIR"] = str(args.checkpoint_dir)  # after conftest, which sets its own
+    os.environ["SAM_BLOCK_CHECKPOINT_DIR"] = str(args.checkpoint_dir)
 
     args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = args.checkpoint_dir / "sam2.1_hiera_tiny.pt"
@@ -64,13 +64,12 @@ def main() -> None:
     )
 
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-    from sam2.build_sam import build_sam2
 
     from sam_block.runtime.everything import EverythingParams, segment_everything
     from sam_block.runtime.models import MODELS
     from sam_block.runtime.predictor import Sam2Predictor
 
-    meta = SAM2AutomaticMaskGenerator(build_sam2(TINY_CONFIG, str(checkpoint), device="cpu"), **params)
+    meta = SAM2AutomaticMaskGenerator(meta_sam2(checkpoint), **params)
     ours = Sam2Predictor(MODELS.get("hiera_tiny", torch.device("cpu")))
 
     base = rss_mb()

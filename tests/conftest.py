@@ -24,6 +24,7 @@ from tests.support import (  # noqa: F401  (re-exported for the tests)
     load_example,
     make_scene,
     mask_iou,
+    meta_sam2,
     run_workflow,
 )
 
@@ -52,10 +53,16 @@ def tiny_checkpoint(checkpoint_dir) -> Path:
 @pytest.fixture(scope="session")
 def meta_predictor(tiny_checkpoint):
     """Meta's own SAM2ImagePredictor, loaded by Meta's own builder from the same file."""
-    from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    return SAM2ImagePredictor(build_sam2(TINY_CONFIG, str(tiny_checkpoint), device="cpu"))
+    return SAM2ImagePredictor(meta_sam2(tiny_checkpoint))
+
+
+@pytest.fixture(scope="module")
+def meta_on_scene(meta_predictor, scene):
+    """Meta's predictor with the test scene set (Meta takes RGB; the engine gives BGR)."""
+    meta_predictor.set_image(scene[:, :, ::-1].copy())
+    return meta_predictor
 
 
 @pytest.fixture(scope="session")

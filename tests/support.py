@@ -2,6 +2,8 @@
 changes no environment variable and no torch setting.
 
 - :func:`build_random_checkpoint`: a real SAM 2.1 architecture with random weights (fixed seed);
+- :func:`meta_sam2`: Meta's own model built by Meta's own builder from such a file (for
+  ``SAM2ImagePredictor`` / ``SAM2AutomaticMaskGenerator`` parity);
 - :func:`make_scene`, :func:`detections`, :func:`mask_iou`: inputs and a comparison;
 - :func:`load_example`, :func:`run_workflow`: the example workflows through the real engine;
 - :class:`FileServer`: a loopback HTTP server of named byte payloads (a checkpoint mirror).
@@ -42,6 +44,13 @@ def build_random_checkpoint(path: Path, seed: int = 0, version: str = "hiera_tin
             state[key] *= 5
     torch.save({"model": state}, path)
     return path
+
+
+def meta_sam2(checkpoint: Path, config: str = TINY_CONFIG):
+    """Meta's ``SAM2Base`` on CPU, loaded by Meta's ``build_sam2`` from `checkpoint`."""
+    from sam2.build_sam import build_sam2
+
+    return build_sam2(config, str(checkpoint), device="cpu")
 
 
 def make_scene(height: int = 300, width: int = 470, seed: int = 0) -> np.ndarray:

@@ -28,13 +28,12 @@ def test_class_names_ids_and_parent_ids_are_carried(two_boxes_result):
     assert not set(result["detection_id"]) & {"up-1", "up-2"}
 
 
-def test_boxes_are_tight_around_masks_and_confidence_is_sam_score(two_boxes_result, meta_predictor, scene):
+def test_boxes_are_tight_around_masks_and_confidence_is_sam_score(two_boxes_result, meta_on_scene):
     result = two_boxes_result
     np.testing.assert_array_equal(result.xyxy, sv.mask_to_xyxy(result.mask))
     assert result.mask.dtype == bool
     # confidence is SAM's predicted IoU of the kept (best of three) mask: Meta's, for the same boxes
-    meta_predictor.set_image(scene[:, :, ::-1].copy())
-    _, meta_scores, _ = meta_predictor.predict(box=np.array([[35, 45, 190, 210], [225, 45, 375, 195]], np.float32), multimask_output=True)
+    _, meta_scores, _ = meta_on_scene.predict(box=np.array([[35, 45, 190, 210], [225, 45, 375, 195]], np.float32), multimask_output=True)
     order = np.argsort(result["parent_id"])  # up-1, up-2
     np.testing.assert_allclose(result.confidence[order], meta_scores.max(axis=1), atol=1e-3)
 

@@ -287,6 +287,7 @@ def test_every_command_has_help_with_an_example(command, capsys):
     assert "examples:" in help_text and "sam-block " in help_text
 
 
+@pytest.mark.slow  # 50 s on the shared 2-core machine (a fresh interpreter)
 def test_installed_console_script_runs_the_demo(tmp_path):
     script = Path(sys.executable).with_name("sam-block")
     if not script.exists():

@@ -159,6 +159,7 @@ def assert_segmented_correctly(result: sv.Detections, image: np.ndarray, xyxy: n
     assert np.all(result.mask.any(axis=(1, 2)))
 
 
+@pytest.mark.slow  # 64 s on the shared 2-core machine
 @SLOW
 @given(data=st.data(), image=valid_images)
 @example(data=None, image=make_image(5, 7, "gray2d", "uint16", 1)).via("reversed corners on a 16-bit gray image")

@@ -17,12 +17,6 @@ BOXES = np.array(
 )
 
 
-@pytest.fixture(scope="module")
-def meta_on_scene(meta_predictor, scene):
-    meta_predictor.set_image(scene[:, :, ::-1].copy())  # Meta expects RGB; the engine gives BGR
-    return meta_predictor
-
-
 @pytest.mark.parametrize("multimask_output", [True, False])
 def test_block_matches_meta_predictor_per_box(meta_on_scene, scene, checkpoint_dir, multimask_output):
     meta_masks, meta_scores, _ = meta_on_scene.predict(box=BOXES, multimask_output=multimask_output)

@@ -12,9 +12,8 @@ BOX = np.array([35, 45, 190, 210], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")
-def meta(meta_predictor, scene):
-    meta_predictor.set_image(scene[:, :, ::-1].copy())
-    return meta_predictor
+def meta(meta_on_scene):
+    return meta_on_scene
 
 
 def meta_best(meta, **prompt):
@@ -130,6 +129,7 @@ def test_segment_everything_step_matches_meta_mask_generator(everything_run):
     assert_same_masks(ours.mask, theirs)
 
 
+@pytest.mark.slow  # 78 s on the shared 2-core machine
 def test_segment_everything_keeps_the_same_candidates_as_meta_before_deduplication(meta_predictor, scene, checkpoint_dir):
     """Random-weight masks overlap heavily, so NMS leaves few; without NMS every
     candidate that passes the IoU and stability filters is compared."""

@@ -25,7 +25,12 @@ UNREACHABLE = {
 @pytest.fixture(params=list(UNREACHABLE))
 def no_network(request, monkeypatch, tmp_path):
     """An empty checkpoint dir, downloads allowed, the mirror unreachable: (dir, base URL, reason)."""
+    from sam_block.runtime.models import MODELS
+
     base, reason = UNREACHABLE[request.param]
+    # a fresh process's model registry: earlier tests' loaded hiera_tiny must not answer for the missing file
+    monkeypatch.setattr(MODELS, "_models", {})
+    monkeypatch.setattr(MODELS, "_locks", {})
     monkeypatch.delenv("SAM_BLOCK_OFFLINE")
     monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_BASE_URL", base)
     monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path / "empty"))
