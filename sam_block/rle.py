@@ -151,7 +151,7 @@ def serialise_exact(detections: sv.Detections) -> dict:
     classes, ids, ``image``, and ``rle_mask`` instead of the lossy polygon ``points``;
     detections without masks serialize as inference's boxes. For the CLI's JSON output.
     """
-    from inference.core.workflows.core_steps.common.serializers import (
+    from roboflow_workflows.core_steps.common.serializers import (
         serialise_rle_sv_detections,
         serialise_sv_detections,
     )
