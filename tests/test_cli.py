@@ -359,3 +359,12 @@ def test_download_shows_a_bar_only_on_a_terminal_unless_forced(mirror, capsys):
     assert main(["download", "hiera_tiny", "--progress"]) == 0
     err = capsys.readouterr().err
     assert "sam2.1_hiera_tiny.pt" in err and "100%" in err
+
+
+@pytest.mark.parametrize("flags, named", [(["--per-image", "p.json"], "--per-image"), (["--gpus-per-worker", "1"], "--gpus-per-worker")])
+def test_ray_only_flags_without_ray_are_refused_not_ignored(tmp_path, capsys, flags, named):
+    argv = ["run", str(REPO / "sam_block/workflows/boxes_to_masks.json"), str(DATA / "scene.jpg"), "--out", str(tmp_path), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named in err and "--ray" in err
+    assert not any(tmp_path.iterdir())  # refused before any work

@@ -24,6 +24,10 @@ def cmd_run(args) -> int:
     for name in names[1:]:  # other image inputs: an image file path is read
         if isinstance(params.get(name), str) and Path(params[name]).is_file():
             params[name] = load_image(Path(params[name]))
+    if getattr(args, "ray", None) is None:
+        given = [flag for flag, value in (("--per-image", getattr(args, "per_image", None)), ("--gpus-per-worker", getattr(args, "gpus_per_worker", None))) if value is not None]
+        if given:
+            raise CliError(f"{', '.join(given)} only applies with --ray; add --ray or remove it")
     inputs = expand_inputs(args.inputs)
     if getattr(args, "ray", None) is not None:  # the same outputs, computed by Ray actors (sam_block/batch.py)
         from sam_block.batch import run_with_ray
