@@ -165,11 +165,11 @@ def test_tracker_matches_meta_on_random_weights_with_an_object_added_mid_video(c
     assert distinct and min(distinct) < 0.9  # the objects' masks differ: parity is not about one shared mask
 
 
-@pytest.mark.heavy
+@pytest.mark.slow
 def test_tracker_matches_meta_on_random_hiera_tiny_weights(tmp_path):
     """The real hiera_tiny architecture (1024-px input, 7 memory frames): two objects prompted on
     frame 0, propagated over 4 frames, against Meta's predictor on the same random weights.
-    Minutes on 2 CPU cores (memory attention over 64x64 tokens): `pytest -m heavy`."""
+    About a minute on an idle 2-core machine (memory attention over 64x64 tokens)."""
     from sam_block.runtime.models import build_model
     from sam_block.runtime.sessions import BoxPrompt, TrackerSettings, VideoSession
     from sam_block.runtime.tracker import VideoTracker
