@@ -2,7 +2,9 @@
 what the step declares to deployment planners (operations, resources, restrictions), and
 how errors the client caused become a 4xx instead of a 500.
 
-The image step uses all of it; the video step can import the same helpers.
+Both steps' manifests derive from :class:`SamStepManifest`, which holds the declarations
+they share (outputs, engine range, discovery hooks); their ``run`` methods use
+:func:`client_errors_as_4xx` and :func:`check_output_format`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import supervision as sv
 from roboflow_workflows.core_steps.common.utils import attach_parents_coordinates_to_sv_detections
 from roboflow_workflows.errors import ClientCausedStepExecutionError
 from roboflow_workflows.execution_engine.constants import IMAGE_DIMENSIONS_KEY, PARENT_ID_KEY, PREDICTION_TYPE_KEY
-from roboflow_workflows.execution_engine.entities.base import WorkflowImageData
+from roboflow_workflows.execution_engine.entities.base import OutputDefinition, WorkflowImageData
+from roboflow_workflows.execution_engine.entities.types import (
+    INSTANCE_SEGMENTATION_PREDICTION_KIND,
+    RLE_INSTANCE_SEGMENTATION_PREDICTION_KIND,
+)
 from roboflow_workflows.execution_engine.entities.workload import (
     Discovery,
     Runtime,
@@ -26,11 +32,13 @@ from roboflow_workflows.execution_engine.entities.workload import (
 )
 from roboflow_workflows.prototypes.block import (
     DependentResource,
+    WorkflowBlockManifest,
     actual_restrictions_of,
     is_workflow_selector,
     third_party_model,
 )
-from sam_block.errors import ClientInputError
+from sam_block.errors import ClientInputError, InvalidParameterError
+from sam_block.rle import OUTPUT_FORMATS
 from sam_block.runtime.variants import get_variant
 
 # Who provides the checkpoint a step depends on: sam_block resolves it (SAM_BLOCK_CHECKPOINT_DIR,
@@ -132,3 +140,45 @@ def client_errors_as_4xx(block_id: str) -> Iterator[None]:
             context="workflow_execution | step_execution | invalid_client_input",
             inner_error=error,
         ) from error
+
+
+def check_output_format(output_format: str) -> None:
+    """A literal `output_format` is checked by the manifest; one computed by another step
+    reaches ``run`` unchecked and is checked here (a client error)."""
+    if output_format not in OUTPUT_FORMATS:
+        raise InvalidParameterError(f"output_format={output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
+
+
+class SamStepManifest(WorkflowBlockManifest):
+    """What the image and the video step declare alike: batched `images` and `boxes`, one
+    output `predictions` (RLE kind first), the engine range, and the discovery hooks (the
+    local checkpoint of `version`, model inference, not on hosted serverless)."""
+
+    @classmethod
+    def get_parameters_accepting_batches(cls) -> List[str]:
+        return ["images", "boxes"]
+
+    @classmethod
+    def describe_outputs(cls) -> List[OutputDefinition]:
+        # RLE first: the engine serializes with the first kind that accepts the value, and
+        # the RLE serializer refuses detections without data["rle_mask"] (output_format: polygons).
+        return [
+            OutputDefinition(
+                name="predictions",
+                kind=[RLE_INSTANCE_SEGMENTATION_PREDICTION_KIND, INSTANCE_SEGMENTATION_PREDICTION_KIND],
+            )
+        ]
+
+    @classmethod
+    def get_execution_engine_compatibility(cls) -> Optional[str]:
+        return ">=1.3.0,<2.0.0"
+
+    def discover_dependent_resources(self) -> List[DependentResource]:
+        """The local SAM 2 checkpoint of `version` (a selector is returned verbatim)."""
+        return checkpoint_resources(self.version)
+
+    def discover_work_operations(self) -> List[WorkOperation]:
+        return model_work_operations()
+
+    def get_actual_restrictions(self, *, ignore_environment_restrictions: bool = False) -> Discovery[RuntimeRestriction]:
+        return local_model_restrictions(getattr(self, "name", None), ignore_environment_restrictions)

@@ -9,7 +9,7 @@ import numpy as np
 import supervision as sv
 from pydantic import ConfigDict, Field
 
-from roboflow_workflows.execution_engine.entities.base import Batch, OutputDefinition, WorkflowImageData
+from roboflow_workflows.execution_engine.entities.base import Batch, WorkflowImageData
 from roboflow_workflows.execution_engine.entities.types import (
     FLOAT_ZERO_TO_ONE_KIND,
     IMAGE_KIND,
@@ -17,26 +17,18 @@ from roboflow_workflows.execution_engine.entities.types import (
     INTEGER_KIND,
     KEYPOINT_DETECTION_PREDICTION_KIND,
     OBJECT_DETECTION_PREDICTION_KIND,
-    RLE_INSTANCE_SEGMENTATION_PREDICTION_KIND,
     STRING_KIND,
     FloatZeroToOne,
     ImageInputField,
     Selector,
 )
-from roboflow_workflows.execution_engine.entities.workload import Discovery, RuntimeRestriction, WorkOperation
-from roboflow_workflows.prototypes.block import BlockResult, DependentResource, WorkflowBlock, WorkflowBlockManifest
-from sam_block.blocks.common import (
-    attach_engine_metadata,
-    checkpoint_resources,
-    client_errors_as_4xx,
-    local_model_restrictions,
-    model_work_operations,
-)
+from roboflow_workflows.prototypes.block import BlockResult, WorkflowBlock, WorkflowBlockManifest
+from sam_block.blocks.common import SamStepManifest, attach_engine_metadata, check_output_format, client_errors_as_4xx
 from sam_block.errors import InvalidParameterError
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
-from sam_block.rle import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMAT_DESCRIPTION, OUTPUT_FORMATS, OutputFormat
+from sam_block.rle import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMAT_DESCRIPTION, OutputFormat
 from sam_block.runtime.device import resolve_device
 from sam_block.runtime.models import MODELS
 from sam_block.runtime.sessions import BoxPrompt, SessionStore, TrackerSettings, VideoSession
@@ -68,7 +60,7 @@ prompted it, `object_score` (> 0: present) and `detection_confidence`.
 """
 
 
-class BlockManifest(WorkflowBlockManifest):
+class BlockManifest(SamStepManifest):
     model_config = ConfigDict(
         json_schema_extra={
             "name": "Segment Anything 2 Video Tracker (local)",
@@ -145,35 +137,6 @@ class BlockManifest(WorkflowBlockManifest):
         examples=["polygons", "rle", "$inputs.output_format"],
     )
 
-    @classmethod
-    def get_parameters_accepting_batches(cls) -> List[str]:
-        return ["images", "boxes"]
-
-    @classmethod
-    def describe_outputs(cls) -> List[OutputDefinition]:
-        # RLE first, as in the image step: the engine serializes with the first kind that
-        # accepts the value, and the RLE serializer refuses detections without data["rle_mask"].
-        return [
-            OutputDefinition(
-                name="predictions",
-                kind=[RLE_INSTANCE_SEGMENTATION_PREDICTION_KIND, INSTANCE_SEGMENTATION_PREDICTION_KIND],
-            )
-        ]
-
-    @classmethod
-    def get_execution_engine_compatibility(cls) -> Optional[str]:
-        return ">=1.3.0,<2.0.0"
-
-    def discover_dependent_resources(self) -> List[DependentResource]:
-        """The local SAM 2 checkpoint of `version` (a selector is returned verbatim)."""
-        return checkpoint_resources(self.version)
-
-    def discover_work_operations(self) -> List[WorkOperation]:
-        return model_work_operations()
-
-    def get_actual_restrictions(self, *, ignore_environment_restrictions: bool = False) -> Discovery[RuntimeRestriction]:
-        return local_model_restrictions(getattr(self, "name", None), ignore_environment_restrictions)
-
 
 class SegmentAnything2VideoBlockV1(WorkflowBlock):
     """Tracks upstream detections through video with SAM 2's memory; one session per video."""
@@ -204,8 +167,7 @@ class SegmentAnything2VideoBlockV1(WorkflowBlock):
         output_format: str = DEFAULT_OUTPUT_FORMAT,
     ) -> BlockResult:
         with client_errors_as_4xx(TYPE_IDENTIFIER):
-            if output_format not in OUTPUT_FORMATS:  # a literal is checked by the manifest, a step output only here
-                raise InvalidParameterError(f"output_format={output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
+            check_output_format(output_format)
             settings = TrackerSettings(
                 prompt_mode,
                 _number("prompt_interval", prompt_interval, int),
