@@ -111,15 +111,17 @@ def test_a_workflow_with_a_detector_feeds_the_tracker(tmp_path):
     "args, words",
     [
         (["track", "{d}/missing.mp4", "--boxes", "{d}/boxes.json"], ["video", "missing.mp4", "does not exist"]),
+        (["track", "{d}/garbage.mp4", "--boxes", "{d}/boxes.json"], ["garbage.mp4", "is not a video OpenCV can read"]),
         (["track", "{d}/clip.mp4", "--boxes", "{d}/bad.jsonl"], ["bad.jsonl", "line 2", '"frame": N']),
         (["track", "{d}/clip.mp4", "--boxes", "{d}/boxes.json", "--version", "hiera_huge"], ["hiera_huge", "hiera_tiny"]),
         (["track", "{d}/clip.mp4", "--boxes", "{d}/boxes.json", "--prompt-mode", "every_frame"], ["every_frame", "JSON lines"]),
         (["track", "{d}/clip.mp4", "--workflow", "{d}/nostep.json"], ["nostep.json", "no sam_block/segment_anything_2_video@v1 step"]),
     ],
-    ids=["no-video", "bad-jsonl", "unknown-version", "mode-needs-lines", "no-video-step"],
+    ids=["no-video", "not-a-video", "bad-jsonl", "unknown-version", "mode-needs-lines", "no-video-step"],
 )
 def test_bad_input_exits_non_zero_with_one_line(clip, tmp_path, capsys, args, words):
     folder, _ = clip
+    (folder / "garbage.mp4").write_text("not a video")
     (folder / "bad.jsonl").write_text('{"frame": 0, "predictions": []}\n{"frame": "x"}\n')
     (folder / "nostep.json").write_text(json.dumps({"version": "1.0", "inputs": [{"type": "WorkflowImage", "name": "image"}], "steps": [], "outputs": []}))
     argv = [a.format(d=folder) for a in args] + ["--out", str(tmp_path / "out")]

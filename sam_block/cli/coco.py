@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-import numpy as np
 
 from sam_block.cli.inputs import Frame
 

@@ -60,8 +60,8 @@ def run_frames(
                     scene = annotate(scene, detections)
             png, js = out / f"{frame.name}{annotated_suffix}.png", out / f"{frame.name}.json"
             cv2.imwrite(str(png), scene)
-            serialized = _serialize(result[json_output]) if json_output else {name: _serialize(value) for name, value in result.items()}
-            js.write_text(json.dumps(serialized, indent=2, default=_json_default))
+            serialized = serialize_output(result[json_output]) if json_output else {name: serialize_output(value) for name, value in result.items()}
+            js.write_text(json.dumps(serialized, indent=2, default=json_default))
             summary.written += [png, js]
             for name, image in (i for key, value in result.items() for i in find_images(value, key)):
                 path = out / f"{frame.name}.{_safe(name)}.png"
@@ -82,7 +82,7 @@ def run_frames(
     return summary
 
 
-def _serialize(value: Any) -> Any:
+def serialize_output(value: Any) -> Any:
     """The engine's JSON for an output, except that masks stay exact: every ``sv.Detections``
     with masks (also inside lists and dicts) carries COCO RLE in ``rle_mask``, not a polygon."""
     import supervision as sv
@@ -94,13 +94,13 @@ def _serialize(value: Any) -> Any:
     if isinstance(value, sv.Detections):
         return serialise_exact(value)
     if isinstance(value, dict):
-        return {key: _serialize(inner) for key, inner in value.items()}
+        return {key: serialize_output(inner) for key, inner in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_serialize(inner) for inner in value]
+        return [serialize_output(inner) for inner in value]
     return serialize_wildcard_kind(value)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """What the engine's serializers leave as Python objects: timestamps (ISO 8601), numpy scalars."""
     if hasattr(value, "isoformat"):
         return value.isoformat()

@@ -14,12 +14,12 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from sam_block.cli.errors import CliError, root_message
-from sam_block.cli.inputs import VIDEO_SUFFIXES, load_boxes, load_workflow, parse_params
+from sam_block.cli.inputs import VIDEO_SUFFIXES, iter_frames, load_boxes, load_workflow, parse_params
 
 VIDEO_STEP = "sam_block/segment_anything_2_video@v1"
 PROMPT_MODES = ("first_frame", "every_n_frames", "every_frame")
@@ -95,23 +95,6 @@ def boxes_workflow(version: str, prompt_mode: str, prompt_interval: int) -> dict
     }  # fmt: skip
 
 
-def video_frames(path: Path, every: int) -> Iterator[Tuple[int, np.ndarray]]:
-    """``(index in the file, BGR frame)`` of every `every`-th frame."""
-    import cv2
-    import supervision as sv
-
-    capture = cv2.VideoCapture(str(path))
-    readable = capture.isOpened()
-    capture.release()
-    if not readable:
-        raise CliError(f"{path} is not a video OpenCV can read")
-    produced = 0
-    for produced, image in enumerate(sv.get_video_frames_generator(str(path), stride=every), start=1):
-        yield (produced - 1) * every, image
-    if produced == 0:
-        raise CliError(f"{path} is not a video OpenCV can read (no frames decoded)")
-
-
 def tracked_detections(result: Dict[str, Any]):
     """The first output holding detections with tracker ids (the video step's)."""
     from sam_block.cli.drawing import find_detections
@@ -172,18 +155,18 @@ def track_videos(
     import supervision as sv
     from tqdm.auto import tqdm
 
-    from roboflow_workflows.core_steps.common.serializers import serialize_wildcard_kind
     from roboflow_workflows.execution_engine.entities.base import VideoMetadata
 
-    from sam_block.cli.run import _json_default
-    from sam_block.rle import serialise_exact
+    from sam_block.cli.run import json_default, serialize_output
 
     out.mkdir(parents=True, exist_ok=True)
     summary = TrackSummary()
     stems: Dict[str, int] = {}
     for path in videos:
-        info = sv.VideoInfo.from_video_path(str(path)) if path.is_file() else None
-        frames = video_frames(path, every)
+        try:
+            info = sv.VideoInfo.from_video_path(str(path))
+        except Exception as error:  # supervision raises a bare Exception for what OpenCV cannot open
+            raise CliError(f"{path} is not a video OpenCV can read") from error
         stems[path.stem] = stems.get(path.stem, 0) + 1
         stem = path.stem if stems[path.stem] == 1 else f"{path.stem}_{stems[path.stem]}"
         mp4, jsonl, mot = out / f"{stem}.mp4", out / f"{stem}.jsonl", out / f"{stem}.mot.txt"
@@ -194,7 +177,8 @@ def track_videos(
         with sv.VideoSink(str(mp4), target) as sink, jsonl.open("w") as lines, mot.open("w") as mot_file, tqdm(
             total=total, unit="frame", desc=path.name, disable=None if progress is None else not progress, file=sys.stderr
         ) as bar:
-            for index, image in frames:
+            for frame in iter_frames([(path, "video")], every):
+                index, image = frame.frame_index, frame.image
                 metadata = VideoMetadata(
                     video_identifier=str(path.resolve()),
                     frame_number=index,
@@ -210,11 +194,8 @@ def track_videos(
                     raise CliError(f"{path} frame {index}: the workflow failed: {root_message(error)}") from error
                 tracked = tracked_detections(result)
                 sink.write_frame(drawer.draw(image, tracked))
-                serialized = {
-                    name: serialise_exact(value) if isinstance(value, sv.Detections) else serialize_wildcard_kind(value)
-                    for name, value in result.items()
-                }
-                lines.write(json.dumps({"frame": index, **serialized}, default=_json_default) + "\n")
+                serialized = {name: serialize_output(value) for name, value in result.items()}
+                lines.write(json.dumps({"frame": index, **serialized}, default=json_default) + "\n")
                 rows = mot_rows(index, tracked)
                 mot_file.write("".join(row + "\n" for row in rows))
                 if tracked is not None:
