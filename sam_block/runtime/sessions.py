@@ -127,11 +127,12 @@ class VideoSession:
         features = self.tracker.encode(frame_rgb)
         propagated = self.tracker.propagate_many([t.memory for t in self.tracks], idx, features)
         outputs: Dict[int, TrackOutput] = {t.track_id: out for t, out in zip(self.tracks, propagated)}
+        masks, _ = logits_to_masks(propagated, size)
         if prompts is not None and self.is_prompt_frame(idx) and (prompts or self.tracks):
             self.prompted = self.prompted or bool(prompts)
-            self._apply_prompts(prompts, outputs, idx, features, size)
-        order = [t for t in self.tracks]
-        masks, _ = logits_to_masks([outputs[t.track_id] for t in order], size)
+            if self._apply_prompts(prompts, outputs, masks, idx, features):  # some tracks decoded anew
+                masks, _ = logits_to_masks([outputs[t.track_id] for t in self.tracks], size)
+        order = list(self.tracks)
         present = np.array([outputs[t.track_id].object_score > 0 for t in order], dtype=bool) & (masks.areas > 0)
         kept: List[Track] = []
         for row, track in enumerate(order):
@@ -160,13 +161,16 @@ class VideoSession:
             infos=[dict(order[r].info) for r in rows],
         )
 
-    def _apply_prompts(self, prompts: List[BoxPrompt], outputs: Dict[int, TrackOutput], idx: int, features, size) -> None:
+    def _apply_prompts(
+        self, prompts: List[BoxPrompt], outputs: Dict[int, TrackOutput], masks: CroppedMasks, idx: int, features
+    ) -> bool:
+        """Match `prompts` to the tracks (`masks`: their propagated masks, row by row); re-anchor
+        drifted tracks, start new ones. True when any track's output on this frame changed."""
         det_boxes = np.stack([np.asarray(p.box, dtype=np.float64) for p in prompts]) if prompts else np.zeros((0, 4))
-        masks = logits_to_masks([outputs[t.track_id] for t in self.tracks], size)[0] if self.tracks else CroppedMasks.empty(size)
         present = [outputs[t.track_id].object_score > 0 for t in self.tracks]
         similarity, propagated_iou = overlaps(prompts, self.tracks, masks, present)
         pairs, new_dets, _ = match(similarity, float(self.settings.match_iou))
-        matched = {col for _, col in pairs}
+        matched, changed = {col for _, col in pairs}, False
         for col, track in enumerate(self.tracks):
             track.unconfirmed_prompts = 0 if col in matched else track.unconfirmed_prompts + 1
         for det, col in pairs:
@@ -175,6 +179,7 @@ class VideoSession:
             track.last_box = track.detected_box = det_boxes[det]  # last_box: until a mask of this frame says better
             if propagated_iou[det, col] < DRIFT_IOU:
                 outputs[track.track_id] = self.tracker.prompt_box(track.memory, idx, features, det_boxes[det])
+                changed = True
         for det in new_dets:
             if len(self.tracks) >= int(self.settings.max_tracks):
                 logger.warning(
@@ -189,6 +194,8 @@ class VideoSession:
             self.next_id += 1
             outputs[track.track_id] = self.tracker.prompt_box(track.memory, idx, features, det_boxes[det])
             self.tracks.append(track)
+            changed = True
+        return changed
 
 
 def overlaps(prompts: List[BoxPrompt], tracks: List[Track], masks: CroppedMasks, present) -> Tuple[np.ndarray, np.ndarray]:
