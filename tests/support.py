@@ -89,6 +89,33 @@ def run_workflow(definition: dict, init_parameters=None, **runtime_parameters):
     return engine.run(runtime_parameters=runtime_parameters)
 
 
+def runtime_chosen_workflow(step: dict, fmt: str) -> dict:
+    """A workflow whose `step` (type and name, plus any fixed fields) gets `version` and
+    `output_format` computed by another step — inputs ``model`` (default ``"DEMO"``) and ``fmt``
+    (default `fmt`) lower-cased by string templates —, so the manifest cannot check them."""
+
+    def lower(name: str) -> dict:
+        return {"type": "roboflow_core/string_template@v1", "name": name, "template": "{v}", "data": {"v": f"$inputs.{name}"},
+                "data_operations": {"v": [{"type": "StringToLowerCase"}]}}  # fmt: skip
+
+    return {
+        "version": "1.0",
+        "inputs": [
+            {"type": "WorkflowImage", "name": "image"},
+            {"type": "WorkflowBatchInput", "name": "boxes", "kind": ["object_detection_prediction"]},
+            {"type": "WorkflowParameter", "name": "model", "default_value": "DEMO"},
+            {"type": "WorkflowParameter", "name": "fmt", "default_value": fmt},
+        ],
+        "steps": [
+            lower("model"),
+            lower("fmt"),
+            {**step, "images": "$inputs.image", "boxes": "$inputs.boxes", "version": "$steps.model.output",
+             "output_format": "$steps.fmt.output"},  # fmt: skip
+        ],
+        "outputs": [{"type": "JsonField", "name": "predictions", "selector": f"$steps.{step['name']}.predictions"}],
+    }
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)

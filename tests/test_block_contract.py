@@ -9,6 +9,7 @@ import copy
 import pytest
 
 from tests.conftest import detections, load_example, make_scene, run_workflow
+from tests.support import runtime_chosen_workflow
 
 TYPE = "sam_block/segment_anything_2@v1"
 
@@ -78,24 +79,7 @@ def test_attach_engine_metadata_lives_in_blocks_common_and_keeps_its_old_path():
 
 # --------------------------------------------------------------------------- client or server fault
 
-RUNTIME_CHOSEN = {
-    "version": "1.0",
-    "inputs": [
-        {"type": "WorkflowImage", "name": "image"},
-        {"type": "WorkflowParameter", "name": "model", "default_value": "DEMO"},
-        {"type": "WorkflowParameter", "name": "fmt", "default_value": "POLYGONS"},
-    ],
-    "steps": [
-        {"type": "roboflow_core/string_template@v1", "name": "model", "template": "{v}", "data": {"v": "$inputs.model"},
-         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
-        {"type": "roboflow_core/string_template@v1", "name": "fmt", "template": "{v}", "data": {"v": "$inputs.fmt"},
-         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
-        {"type": TYPE, "name": "sam", "images": "$inputs.image", "boxes": "$inputs.boxes",
-         "version": "$steps.model.output", "output_format": "$steps.fmt.output"},
-    ],
-    "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.sam.predictions"}],
-}  # fmt: skip
-RUNTIME_CHOSEN["inputs"].append({"type": "WorkflowBatchInput", "name": "boxes", "kind": ["object_detection_prediction"]})
+RUNTIME_CHOSEN = runtime_chosen_workflow({"type": TYPE, "name": "sam"}, fmt="POLYGONS")
 
 
 @pytest.mark.parametrize(

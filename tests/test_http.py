@@ -18,6 +18,7 @@ import requests
 
 from tests.conftest import REPO, load_example, make_scene
 from tests.http_server import LocalServer, box_prediction, boxes_input, free_port, image_input, polygon_mask
+from tests.support import runtime_chosen_workflow
 
 # the server starts in ~45 s and the load test alone takes minutes on the shared 2-core machine
 pytestmark = pytest.mark.slow
@@ -210,24 +211,7 @@ def test_a_body_that_is_not_json_is_a_422(server):
 # our step unchecked by the manifest; a bad one is reported as inference's
 # ClientCausedStepExecutionError, 400, with our message.
 
-RUNTIME_CHOSEN = {
-    "version": "1.0",
-    "inputs": [
-        {"type": "WorkflowImage", "name": "image"},
-        {"type": "WorkflowBatchInput", "name": "boxes", "kind": ["object_detection_prediction"]},
-        {"type": "WorkflowParameter", "name": "model", "default_value": "DEMO"},
-        {"type": "WorkflowParameter", "name": "fmt", "default_value": "RLE"},
-    ],
-    "steps": [
-        {"type": "roboflow_core/string_template@v1", "name": "model", "template": "{v}", "data": {"v": "$inputs.model"},
-         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
-        {"type": "roboflow_core/string_template@v1", "name": "fmt", "template": "{v}", "data": {"v": "$inputs.fmt"},
-         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
-        {"type": TYPE, "name": "sam", "images": "$inputs.image", "boxes": "$inputs.boxes",
-         "version": "$steps.model.output", "output_format": "$steps.fmt.output"},
-    ],
-    "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.sam.predictions"}],
-}  # fmt: skip
+RUNTIME_CHOSEN = runtime_chosen_workflow({"type": TYPE, "name": "sam"}, fmt="RLE")
 
 
 @pytest.mark.parametrize(

@@ -8,30 +8,13 @@ import requests
 
 from tests.conftest import make_scene
 from tests.http_server import LocalServer, box_prediction, boxes_input, image_input
+from tests.support import runtime_chosen_workflow
 
 TYPE = "sam_block/segment_anything_2_video@v1"
 SCENE = make_scene(120, 160, seed=3)
 BOXES = boxes_input(160, 120, [box_prediction(10, 10, 90, 80, "thing", 1, "good")])
 
-WORKFLOW = {
-    "version": "1.0",
-    "inputs": [
-        {"type": "WorkflowImage", "name": "image"},
-        {"type": "WorkflowBatchInput", "name": "boxes", "kind": ["object_detection_prediction"]},
-        {"type": "WorkflowParameter", "name": "model", "default_value": "DEMO"},
-        {"type": "WorkflowParameter", "name": "fmt", "default_value": "RLE"},
-    ],
-    "steps": [
-        {"type": "roboflow_core/string_template@v1", "name": "model", "template": "{v}", "data": {"v": "$inputs.model"},
-         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
-        {"type": "roboflow_core/string_template@v1", "name": "fmt", "template": "{v}", "data": {"v": "$inputs.fmt"},
-         "data_operations": {"v": [{"type": "StringToLowerCase"}]}},
-        {"type": TYPE, "name": "tracker", "images": "$inputs.image", "boxes": "$inputs.boxes",
-         "version": "$steps.model.output", "prompt_mode": "every_frame",
-         "output_format": "$steps.fmt.output"},
-    ],
-    "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.tracker.predictions"}],
-}  # fmt: skip
+WORKFLOW = runtime_chosen_workflow({"type": TYPE, "name": "tracker", "prompt_mode": "every_frame"}, fmt="RLE")
 
 
 @pytest.fixture(scope="module")
