@@ -40,16 +40,16 @@ class Scene:
     kinds: List[str]
 
 
-def _color(rng: np.random.Generator, avoid: np.ndarray = None) -> np.ndarray:
+def color(rng: np.random.Generator, avoid: np.ndarray = None) -> np.ndarray:
     """A random colour at least somewhat different from `avoid`."""
     for _ in range(20):
-        color = rng.integers(0, 256, 3).astype(np.float32)
-        if avoid is None or np.abs(color - avoid).max() > 60:
-            return color
-    return color
+        value = rng.integers(0, 256, 3).astype(np.float32)
+        if avoid is None or np.abs(value - avoid).max() > 60:
+            return value
+    return value
 
 
-def _texture(rng: np.random.Generator, height: int, width: int, base: np.ndarray) -> np.ndarray:
+def texture(rng: np.random.Generator, height: int, width: int, base: np.ndarray) -> np.ndarray:
     """A float32 ``(H, W, 3)`` fill around colour `base`: flat, stripes, checks, blobs or gradient."""
     kind = rng.choice(["flat", "flat", "stripes", "checks", "blobs", "gradient"])
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -76,6 +76,11 @@ def _shape_mask(rng: np.random.Generator, kind: str, height: int, width: int) ->
     scale = min(height, width)
     cx, cy = rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height
     rx, ry = rng.uniform(0.06, 0.25, 2) * scale
+    return draw_shape(rng, kind, height, width, cx, cy, rx, ry)
+
+
+def draw_shape(rng: np.random.Generator, kind: str, height: int, width: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+    """A ``(height, width)`` bool mask of a random shape of `kind` centred at `cx, cy` with radii `rx, ry`."""
     mask = np.zeros((height, width), np.uint8)
     if kind == "rectangle":
         angle = 0.0 if rng.random() < 0.5 else rng.uniform(0, 180)
@@ -95,15 +100,15 @@ def _shape_mask(rng: np.random.Generator, kind: str, height: int, width: int) ->
 def make_scene(seed: int, height: int = 256, width: int = 256, max_shapes: int = 6) -> Scene:
     """Draw the scene of `seed`: a textured background, 2..`max_shapes` shapes, noise."""
     rng = np.random.default_rng(seed)
-    background = _color(rng)
-    image = _texture(rng, height, width, background)
+    background = color(rng)
+    image = texture(rng, height, width, background)
     masks, kinds, areas = [], [], []
     for _ in range(int(rng.integers(2, max_shapes + 1))):
         kind = SHAPE_KINDS[int(rng.integers(len(SHAPE_KINDS)))]
         mask = _shape_mask(rng, kind, height, width)
         if not mask.any():
             continue
-        fill = _texture(rng, height, width, _color(rng, avoid=image[mask].mean(axis=0)))
+        fill = texture(rng, height, width, color(rng, avoid=image[mask].mean(axis=0)))
         image[mask] = fill[mask]
         masks = [m & ~mask for m in masks]
         masks.append(mask)
