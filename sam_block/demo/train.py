@@ -252,6 +252,26 @@ def train(steps: int, batch: int, per_image: int, lr: float, seed: int, prompt_s
     return model.eval()
 
 
+def load_demo(path: Path):
+    """The demo architecture with the weights of checkpoint `path`, in eval mode."""
+    from sam_block.runtime.checkpoints import load_state_dict
+    from sam_block.runtime.models import build_model
+    from sam_block.runtime.variants import get_variant
+
+    model = build_model(get_variant("demo"))
+    model.load_state_dict(load_state_dict(path))
+    return model.eval()
+
+
+def save_checkpoint(model, out: Path) -> None:
+    """Write `model`'s weights in the official format ``{"model": state_dict}``, atomically."""
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    torch.save({"model": state}, tmp)
+    os.replace(tmp, out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"checkpoint to write (default {DEFAULT_OUT})")
@@ -266,21 +286,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.evaluate:
-        from sam_block.runtime.checkpoints import load_state_dict
-        from sam_block.runtime.models import build_model
-        from sam_block.runtime.variants import get_variant
-
-        model = build_model(get_variant("demo"))
-        model.load_state_dict(load_state_dict(args.evaluate))
+        model = load_demo(args.evaluate)
         print(f"held-out mean box IoU: {evaluate(model):.4f} (best of 3 proposals), {evaluate(model, multimask_output=False):.4f} (single-mask output)")
         return 0
     wall, cpu = time.time(), time.process_time()
     model = train(args.steps, args.batch, args.per_image, args.lr, args.seed, args.prompt_steps)
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    torch.save({"model": state}, tmp)
-    os.replace(tmp, args.out)
+    save_checkpoint(model, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {time.time() - wall:.0f}s wall, {time.process_time() - cpu:.0f}s CPU")
     print(f"held-out mean box IoU: {evaluate(model):.4f} (best of 3 proposals), {evaluate(model, multimask_output=False):.4f} (single-mask output)")
     return 0
