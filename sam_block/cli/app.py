@@ -73,6 +73,15 @@ Draws a scene of shapes, gives the boxes of its shapes (standing in for a detect
 and the scene to the bundled workflow with SAM 2 version `demo` (a toy model shipped
 with sam_block, trained on such scenes), and writes demo_scene.png (the input),
 demo_scene.annotated.png (masks, boxes, labels), demo_scene.json and coco.json.
+
+  sam-block demo --video
+  sam-block demo --video --out /tmp/demo --seed 3 --frames 90
+
+--video generates a clip of shapes moving, turning, passing each other and leaving,
+gives the first frame's boxes to the video step (sam_block/segment_anything_2_video@v1,
+version `demo`) and writes input/demo_clip.mp4 (the input), demo_clip.mp4 (masks,
+`#id class` labels, traces), demo_strip.png (six frames side by side), demo_clip.jsonl
+and demo_clip.mot.txt, and prints the mean mask IoU against the clip's ground truth.
 Needs no network and no download."""
 
 
@@ -176,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     demo.add_argument("--out", type=Path, default=Path("sam-block-demo"), help="output directory (default ./sam-block-demo)")
-    demo.add_argument("--seed", type=int, default=0, help="which scene to draw (default 0)")
+    demo.add_argument("--seed", type=int, default=None, help="which scene (default 0) or clip (default 10: three shapes, one leaving) to draw")
+    demo.add_argument("--video", action="store_true", help="track the shapes of a generated clip instead (mp4, PNG strip, IoU)")
+    demo.add_argument("--frames", type=int, default=60, help="with --video: clip length (default 60)")
     demo.set_defaults(handler=cmd_demo)
     return parser
 
