@@ -79,23 +79,6 @@ def child_environment(work_dir: Path) -> Dict[str, str]:
     return env
 
 
-def child_environment(work_dir: Path) -> Dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        WORKFLOWS_PLUGINS="sam_block",
-        SAM_BLOCK_CHECKPOINT_DIR=str(work_dir),
-        SAM_BLOCK_OFFLINE="1",
-        SAM_BLOCK_DEVICE="cpu",
-        CUDA_VISIBLE_DEVICES="",
-        DISABLE_VERSION_CHECK="True",  # `import inference` otherwise asks api.github.com for releases
-        DEVICE="cpu",  # inference
-        DEFAULT_DEVICE="cpu",  # inference_models
-        USE_INFERENCE_MODELS="True",
-        ALLOW_INFERENCE_MODELS_DIRECTLY_ACCESS_LOCAL_PACKAGES="True",
-    )
-    return env
-
-
 def _workflow(step_type: Optional[str] = None) -> dict:
     definition = json.loads((REPO / "example_workflows" / "a_boxes_input.json").read_text())
     if step_type is not None:
