@@ -103,8 +103,7 @@ def cmd_demo_video(args) -> int:
     )
     engine = init_engine(boxes_workflow("demo", "first_frame", 30))
     track_videos(engine, "image", [source], args.out, {}, {0: boxes}, progress=None)
-    truth = np.repeat(np.repeat(clip.masks, VIDEO_SCALE, axis=2), VIDEO_SCALE, axis=3)
-    j, copy_first = _video_scores(args.out / "demo_clip.jsonl", truth, objects)
+    j, copy_first = _video_scores(args.out / "demo_clip.jsonl", clip, objects)
     strip = _strip(args.out / "demo_clip.mp4", args.out / "demo_strip.png", len(clip.frames))
     print(
         f"tracked {len(objects)} shape(s) through {len(clip.frames)} frames of a generated clip with the toy `demo` model, "
@@ -119,32 +118,26 @@ def cmd_demo_video(args) -> int:
     return 0
 
 
-def _video_scores(jsonl: Path, truth: np.ndarray, objects: np.ndarray):
-    """Mean IoU (J) of the tracked masks and of the copied first-frame masks vs `truth` ``(T, N, H, W)``.
+def _video_scores(jsonl: Path, clip, objects: np.ndarray):
+    """Mean IoU (J) of the tracked masks and of the copied first-frame masks vs the clip's truth,
+    scored as the held-out evaluation scores (``train_video.score_clip``) at the video's scale.
 
-    A track is the object it overlaps most on the first frame; a frame where an object is
-    absent and not reported counts 1, as in DAVIS.
+    A track is the object it overlaps most on the first frame.
     """
-    from sam_block.demo.train_video import mask_iou as _iou
+    import dataclasses
+
+    from sam_block.demo.train_video import mask_iou, score_clip
     from sam_block.rle import decode_rle
 
-    reported = []
+    truth = np.repeat(np.repeat(clip.masks, VIDEO_SCALE, axis=2), VIDEO_SCALE, axis=3)
+    tracks = []
     for line in jsonl.read_text().splitlines():
-        record = json.loads(line)
-        predictions = record["predictions"]["predictions"]
-        reported.append({int(p["tracker_id"]): decode_rle(p["rle_mask"]).astype(bool) for p in predictions})
-    owner = {}
-    for track_id, mask in reported[0].items():
-        overlaps = [_iou(mask, truth[0, k]) for k in objects]
-        owner[track_id] = int(objects[int(np.argmax(overlaps))])
-    empty = np.zeros(truth.shape[2:], bool)
-    tracked, copied = [], []
-    for t, frame in enumerate(reported):
-        by_object = {owner[i]: mask for i, mask in frame.items() if i in owner}
-        for k in objects:
-            tracked.append(_iou(by_object.get(k, empty), truth[t, k]))
-            copied.append(_iou(truth[0, k], truth[t, k]))
-    return float(np.mean(tracked)), float(np.mean(copied))
+        predictions = json.loads(line)["predictions"]["predictions"]
+        tracks.append({int(p["tracker_id"]): decode_rle(p["rle_mask"]) for p in predictions})
+    owner = {i: int(objects[np.argmax([mask_iou(m, truth[0, k]) for k in objects])]) for i, m in tracks[0].items()}
+    reported = [{owner[i]: mask for i, mask in frame.items() if i in owner} for frame in tracks]
+    score = score_clip(dataclasses.replace(clip, masks=truth), objects, reported)
+    return score.j, score.copy_first
 
 
 def _strip(video: Path, png: Path, frames: int) -> Path:
