@@ -239,3 +239,25 @@ def test_an_unreachable_network_gives_our_message(empty_dir, monkeypatch):
     assert "http://sam-block-test.invalid/sam2.1_hiera_small.pt" in message and "To fix:" in message
     assert "cannot resolve the host sam-block-test.invalid" in message and "urlopen" not in message
     assert os.listdir(empty_dir) == []
+
+
+def test_checkpoints_and_models_do_not_import_each_other():
+    """runtime/architecture.py sits below both: checkpoints never imports models, not even lazily."""
+    import ast
+    import subprocess
+    import sys
+
+    source = Path(checkpoints.__file__).read_text()
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert "sam_block.runtime.models" not in imported, imported
+    probe = "import sys, sam_block.runtime.checkpoints; print('sam_block.runtime.models' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.stdout.strip() == "False"

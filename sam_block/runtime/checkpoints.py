@@ -20,11 +20,12 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional
 
 import torch
 
 from sam_block.errors import CheckpointCorruptError, CheckpointMissingError, SamBlockError
+from sam_block.runtime.architecture import expected_shapes
 from sam_block.runtime.variants import Variant
 
 logger = logging.getLogger(__name__)
@@ -205,21 +206,6 @@ def verify_checkpoint(path: Path, variant: Variant) -> None:
             f"weights (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
             f"{len(wrong)} of another shape (e.g. {wrong[:3]})"
         )
-
-
-_SHAPES: Dict[str, Dict[str, Tuple[int, ...]]] = {}
-
-
-def expected_shapes(variant: Variant) -> Dict[str, Tuple[int, ...]]:
-    """Name → shape of every tensor in `variant`'s state dict (built once per variant)."""
-    if variant.name not in _SHAPES:
-        from sam_block.runtime.models import build_model  # models imports this module
-
-        with torch.no_grad():
-            model = build_model(variant)
-        _SHAPES[variant.name] = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        del model
-    return _SHAPES[variant.name]
 
 
 def _progress_bar(total: Optional[int], name: str, enabled: Optional[bool]):

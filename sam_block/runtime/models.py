@@ -1,53 +1,20 @@
-"""Build SAM 2 models from the ``sam2`` package's configs and share them per (version, device)."""
+"""Load SAM 2 models (architecture + checkpoint) and share them per (version, device)."""
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Dict, Tuple
 
 import torch
 
+from sam_block.runtime.architecture import build_model, config_path  # noqa: F401  (also importable from here)
 from sam_block.runtime.checkpoints import load_state_dict, resolve_checkpoint
 from sam_block.runtime.variants import Variant, get_variant
 
 logger = logging.getLogger(__name__)
 COMPILE_ENV = "SAM_BLOCK_COMPILE"
-
-# Meta's build_sam2(apply_postprocessing=True) settings for image prediction: when
-# the single-mask output is unstable, fall back to the best multimask proposal.
-_POSTPROCESSING_OVERRIDES = {
-    "model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability": True,
-    "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta": 0.05,
-    "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh": 0.98,
-}
-
-
-def config_path(variant: Variant) -> Path:
-    """Absolute path of the variant's YAML config."""
-    path = Path(variant.config)
-    if path.is_absolute():
-        return path
-    return Path(str(importlib.resources.files("sam2") / variant.config))
-
-
-def build_model(variant: Variant) -> torch.nn.Module:
-    """Instantiate the SAM 2 architecture of `variant` with untrained weights, in eval mode.
-
-    The config is read directly with OmegaConf (no global Hydra state), so this works
-    whatever else in the process initialised Hydra.
-    """
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    config = OmegaConf.load(config_path(variant))
-    for key, value in _POSTPROCESSING_OVERRIDES.items():
-        OmegaConf.update(config, key, value, force_add=True)
-    OmegaConf.resolve(config)
-    return instantiate(config.model, _recursive_=True).eval()
 
 
 def load_model(variant: Variant, device: torch.device) -> torch.nn.Module:
