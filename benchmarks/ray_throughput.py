@@ -82,11 +82,12 @@ def plain(images: Path, out: Path, threads: int | None) -> dict:
 
 
 def with_ray(images: Path, out: Path, workers: int) -> dict:
-    from sam_block.batch import run_with_ray
+    from sam_block.cli.batch import RayOptions, run_with_ray
 
     stamps = []
     started = time.perf_counter()
-    summary = run_with_ray(WORKFLOW, [images], out, PARAMS, workers=workers, progress=False, on_image=lambda _: stamps.append(time.perf_counter()))
+    options = RayOptions(workers=workers, progress=False, on_image=lambda _: stamps.append(time.perf_counter()))
+    summary = run_with_ray(WORKFLOW, [images], out, PARAMS, options)
     wall = time.perf_counter() - started
     assert summary.computed == summary.frames and not summary.failed
     return {"images": summary.frames, "wall": wall, "stamps": stamps}

@@ -20,7 +20,7 @@ import pytest
 import ray
 from pycocotools import mask as mask_utils
 
-from sam_block.batch import FAILED_FILE, STATE_DIR, run_with_ray
+from sam_block.cli.batch import FAILED_FILE, STATE_DIR, RayOptions, run_with_ray
 from sam_block.cli import main
 from sam_block.demo.scenes import make_scene
 
@@ -121,7 +121,7 @@ def test_a_killed_actor_is_restarted_and_nothing_is_lost(ray_runtime, dataset, t
             os.kill(image["pid"], signal.SIGKILL)
             killed.append(image["pid"])
 
-    summary = run_with_ray(json.loads(workflow.read_text()), [images], tmp_path / "out", PARAMS, workers=2, batch_size=2, progress=False, on_image=kill_the_first_worker)
+    summary = run_with_ray(json.loads(workflow.read_text()), [images], tmp_path / "out", PARAMS, RayOptions(workers=2, batch_size=2, progress=False, on_image=kill_the_first_worker))
     assert killed and not _alive(killed[0])
     assert (summary.frames, summary.computed, summary.skipped, summary.failed) == (IMAGES, IMAGES, 0, [])
     assert len(set(pids) - set(killed)) >= 2, "a restarted actor (a new process) took the dead one's place"
@@ -142,21 +142,21 @@ def test_an_interrupted_run_resumes_without_duplicates_or_recomputation(ray_runt
             raise Stop  # as Ctrl-C would, in the middle of the job
 
     with pytest.raises(Stop):
-        run_with_ray(definition, [images], out, PARAMS, workers=2, batch_size=2, progress=False, on_image=stop_half_way)
+        run_with_ray(definition, [images], out, PARAMS, RayOptions(workers=2, batch_size=2, progress=False, on_image=stop_half_way))
     done = {p.stem: p.stat().st_mtime_ns for p in (out / STATE_DIR).glob("*.json")}
     pictures = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
     assert set(done) == set(first) and len(done) == IMAGES // 2 and not (out / "coco.json").exists()
     time.sleep(0.01)
 
     second = []
-    summary = run_with_ray(definition, [images], out, PARAMS, workers=2, batch_size=2, progress=False, on_image=lambda image: second.append(image["name"]))
+    summary = run_with_ray(definition, [images], out, PARAMS, RayOptions(workers=2, batch_size=2, progress=False, on_image=lambda image: second.append(image["name"])))
     assert (summary.frames, summary.skipped, summary.computed) == (IMAGES, IMAGES // 2, IMAGES // 2)
     assert sorted(second) == sorted(set(second)) and not set(second) & set(first)  # engine runs: only the missing half, once each
     assert {p.stem: p.stat().st_mtime_ns for p in (out / STATE_DIR).glob("*.json") if p.stem in done} == done  # untouched
     assert {name: mtime for name, mtime in ((p.name, p.stat().st_mtime_ns) for p in out.glob("*.png")) if name in pictures} == pictures
     assert_same_as_reference(out, reference)  # each image and annotation exactly once, in input order
 
-    third = run_with_ray(definition, [images], out, PARAMS, workers=2, progress=False)
+    third = run_with_ray(definition, [images], out, PARAMS, RayOptions(workers=2, progress=False))
     assert (third.frames, third.skipped, third.computed) == (IMAGES, IMAGES, 0)  # nothing left: Ray is not even asked
     assert_same_as_reference(out, reference)
 
@@ -200,7 +200,7 @@ def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtim
     assert len(coco["annotations"]) == sum(len(m) for m in truth.values())
 
     (inputs / "broken.png").write_bytes((inputs / "scene00.png").read_bytes())  # repaired: the next run tries it again
-    summary = run_with_ray(json.loads(workflow.read_text()), [inputs], out, {"version": "demo", "boxes": per_image["scene00.png"]["boxes"]}, progress=False)
+    summary = run_with_ray(json.loads(workflow.read_text()), [inputs], out, {"version": "demo", "boxes": per_image["scene00.png"]["boxes"]}, RayOptions(progress=False))
     assert (summary.frames, summary.skipped, summary.computed, summary.failed) == (4, 3, 1, [])
     assert not (out / FAILED_FILE).exists()
     assert [Path(i["file_name"]).name for i in json.loads((out / "coco.json").read_text())["images"]] == ["broken.png", *per_image]
@@ -225,7 +225,7 @@ def test_bad_requests_are_one_clear_error_before_any_work(change, expected, tmp_
     (tmp_path / "clip.avi").write_bytes(b"not read: refused by its suffix")
     arguments = {"inputs": [tmp_path / "a.png"], "workers": 2, **change(tmp_path)}
     with pytest.raises(CliError, match=re.escape(expected)):
-        run_with_ray(WORKFLOW, arguments.pop("inputs"), tmp_path / "out", PARAMS, progress=False, **arguments)
+        run_with_ray(WORKFLOW, arguments.pop("inputs"), tmp_path / "out", PARAMS, RayOptions(progress=False, **arguments))
     assert not (tmp_path / "out" / "coco.json").exists()
 
 

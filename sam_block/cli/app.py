@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", metavar="NAME=VALUE", help="a workflow input; repeatable")
     run.add_argument("--every", type=int, default=1, metavar="N", help="videos: run on every N-th frame (default 1)")
     progress_flags(run)
-    from sam_block.batch import add_ray_arguments  # here: sam_block.batch imports the cli's modules
+    from sam_block.cli.batch import add_ray_arguments  # here: cli/batch.py imports the cli's other modules
 
     add_ray_arguments(run)
     run.set_defaults(handler=cmd_run)

@@ -29,10 +29,11 @@ def cmd_run(args) -> int:
         if given:
             raise CliError(f"{', '.join(given)} only applies with --ray; add --ray or remove it")
     inputs = expand_inputs(args.inputs)
-    if getattr(args, "ray", None) is not None:  # the same outputs, computed by Ray actors (sam_block/batch.py)
-        from sam_block.batch import run_with_ray
+    if getattr(args, "ray", None) is not None:  # the same outputs, computed by Ray actors (cli/batch.py)
+        from sam_block.cli.batch import RayOptions, run_with_ray
 
-        summary = run_with_ray(definition, inputs, args.out, params, address=args.ray, workers=args.workers, progress=args.progress, gpus_per_worker=args.gpus_per_worker, per_image=args.per_image)
+        options = RayOptions(address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker, progress=args.progress, per_image=args.per_image)
+        summary = run_with_ray(definition, inputs, args.out, params, options)
         print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
         return 0
     engine = init_engine(definition)

@@ -3,7 +3,7 @@
 Ray Data does the scheduling: the images still to do become a dataset, ``map_batches``
 hands its batches to a pool of N actors, and each actor holds one compiled
 ``ExecutionEngine`` (the model is loaded once per actor) and runs every image through
-the same :func:`sam_block.cli.run_frames` as the single-process ``sam-block run``. An
+the same :func:`sam_block.cli.run.run_frames` as the single-process ``sam-block run``. An
 actor whose process dies is restarted by Ray and its batches are retried
 (Ray Data's defaults for actor pools: ``max_restarts=-1``, ``max_task_retries=-1``).
 
@@ -17,8 +17,8 @@ the file the single-process run writes. An image that cannot be read, or on whic
 workflow fails, is a line of ``failed.jsonl`` with the reason; the job goes on.
 
 Example:
-    >>> from sam_block.batch import run_with_ray
-    >>> summary = run_with_ray(definition, [Path("photos/")], Path("out"), {"version": "demo"}, workers=2)  # doctest: +SKIP
+    >>> from sam_block.cli.batch import RayOptions, run_with_ray
+    >>> summary = run_with_ray(definition, [Path("photos/")], Path("out"), {"version": "demo"}, RayOptions(workers=2))  # doctest: +SKIP
     >>> summary.frames, summary.computed, summary.skipped, len(summary.failed)  # doctest: +SKIP
     (40, 40, 0, 0)
 """
@@ -92,6 +92,29 @@ def add_ray_arguments(parser) -> None:
 
 
 @dataclass(frozen=True)
+class RayOptions:
+    """How a Ray run is carried out (what is computed is the definition, inputs and params).
+
+    `address`: an existing cluster (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``); ``None``
+    or ``"local"``: a Ray on this machine (or the one this process already joined). `workers`
+    actors each hold one engine; `gpus_per_worker` (default: 1 when the cluster has GPUs, else 0)
+    is Ray's ``num_gpus`` per actor; `batch_size` images go to an actor at a time. `per_image` (a
+    dict or the path of its JSON file) maps an image's file name or stem to its own workflow
+    inputs, e.g. ``{"a.jpg": {"boxes": [...]}}``. `on_image` is called in the driver with
+    ``{"name", "source", "status": "done" | "failed", "reason", "pid"}`` after each image is
+    written (``pid``: the actor process that computed it).
+    """
+
+    address: Optional[str] = None
+    workers: int = 2
+    gpus_per_worker: Optional[float] = None
+    batch_size: int = 4
+    progress: Optional[bool] = None
+    per_image: Optional[Union[Path, Dict[str, Dict[str, Any]]]] = None
+    on_image: Optional[Callable[[Dict[str, Any]], None]] = None
+
+
+@dataclass(frozen=True)
 class Item:
     """One image to do: its output stem, its path as given (written to coco.json), its file, and the
     JSON of its own workflow inputs (added to the run's)."""
@@ -159,41 +182,28 @@ def run_with_ray(
     inputs: Sequence[Union[Path, Tuple[Path, str]]],
     out: Path,
     params: Dict[str, Any],
-    address: Optional[str] = None,
-    workers: int = 2,
-    progress: Optional[bool] = None,
-    gpus_per_worker: Optional[float] = None,
-    batch_size: int = 4,
-    on_image: Optional[Callable[[Dict[str, Any]], None]] = None,
-    per_image: Optional[Union[Path, Dict[str, Dict[str, Any]]]] = None,
+    options: RayOptions = RayOptions(),
 ) -> RaySummary:
     """Run `definition` on every image of `inputs` with Ray Data and write what ``sam-block run`` writes.
 
-    `address`: an existing cluster (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``); ``None``
-    or ``"local"``: a Ray on this machine (or the one this process already joined). `workers`
-    actors each hold one engine; `gpus_per_worker` (default: 1 when the cluster has GPUs, else 0)
-    is Ray's ``num_gpus`` per actor. `per_image` (a dict or the path of its JSON file) maps an
-    image's file name or stem to its own workflow inputs, e.g. ``{"a.jpg": {"boxes": [...]}}``.
-    `on_image` is called in this process with
-    ``{"name", "source", "status": "done" | "failed", "reason", "pid"}`` after each image is
-    written (``pid``: the actor process that computed it). Paths must be readable by every node;
-    the outputs are written by this process only.
+    `options` (:class:`RayOptions`) says where and how: cluster, actors, GPUs, per-image inputs.
+    Paths must be readable by every node; the outputs are written by this process only.
     """
-    if workers < 1:
-        raise CliError(f"--workers must be 1 or more (got {workers})")
-    if batch_size < 1:
-        raise CliError(f"batch size must be 1 or more (got {batch_size})")
+    if options.workers < 1:
+        raise CliError(f"--workers must be 1 or more (got {options.workers})")
+    if options.batch_size < 1:
+        raise CliError(f"batch size must be 1 or more (got {options.batch_size})")
     names = image_inputs(definition)
     if not names:
         raise CliError("the workflow has no WorkflowImage input to give the images to")
-    items = _with_per_image_params(plan_items(inputs), per_image, names[0])
+    items = _with_per_image_params(plan_items(inputs), options.per_image, names[0])
     init_engine(definition)  # a workflow that does not compile fails here, before any Ray work
     out = Path(out)
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     pending = [item for item in items if _record(out, item) is None]
     summary = RaySummary(skipped=len(items) - len(pending))
     if pending:
-        _compute(definition, names[0], params, pending, out, summary, address, workers, progress, gpus_per_worker, batch_size, on_image)
+        _compute(definition, names[0], params, pending, out, summary, options)
     _merge(items, out, summary)
     if summary.skipped:
         print(f"{summary.skipped} image(s) already done in {out} by an earlier run: kept, not recomputed", file=sys.stderr)
@@ -230,11 +240,12 @@ def _with_per_image_params(items: List[Item], per_image, image_input: str) -> Li
     return planned
 
 
-def _compute(definition, image_input, params, pending, out, summary, address, workers, progress, gpus_per_worker, batch_size, on_image) -> None:
+def _compute(definition: dict, image_input: str, params: Dict[str, Any], pending: List[Item], out: Path, summary: RaySummary, options: RayOptions) -> None:
     import ray
     from tqdm.auto import tqdm
 
-    started = _connect(ray, address)
+    started = _connect(ray, options.address)
+    batch_size, gpus_per_worker, on_image = options.batch_size, options.gpus_per_worker, options.on_image
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts images
         if gpus_per_worker is None:
@@ -245,7 +256,7 @@ def _compute(definition, image_input, params, pending, out, summary, address, wo
             fn_constructor_kwargs={"definition": definition, "image_input": image_input, "params": params, "threads": 1},
             batch_size=batch_size,
             batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            compute=ray.data.ActorPoolStrategy(size=options.workers),
             num_cpus=1,
             num_gpus=gpus_per_worker or None,
             # Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: a dead
@@ -253,7 +264,7 @@ def _compute(definition, image_input, params, pending, out, summary, address, wo
         )
         failed: List[Dict[str, str]] = []
         rows = iter(results.iter_rows())
-        with tqdm(total=len(pending), unit="image", desc="sam-block (ray)", disable=None if progress is None else not progress, file=sys.stderr) as bar:
+        with tqdm(total=len(pending), unit="image", desc="sam-block (ray)", disable=None if options.progress is None else not options.progress, file=sys.stderr) as bar:
             try:
                 for row in rows:
                     if row["reason"]:
