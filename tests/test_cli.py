@@ -73,7 +73,7 @@ def test_user_errors_are_one_clear_line_and_non_zero_exit(setup, expected, tmp_p
 
 def test_missing_checkpoint_is_explained_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path / "empty"))
-    code = main(["segment", str(DATA / "scene.jpg"), "--boxes", str(DATA / "scene_boxes.json"), "--out", str(tmp_path), "--version", "hiera_small"])
+    code = main(["segment", str(DATA / "scene.jpg"), "--boxes", str(DATA / "scene_boxes.json"), "--out", str(tmp_path), "--model", "hiera_small"])
     err = capsys.readouterr().err.strip()
     assert code != 0
     assert "'hiera_small'" in err and "sam2.1_hiera_small.pt" in err and "https://" in err and "\n" not in err
@@ -322,10 +322,10 @@ def test_argument_errors_are_one_line_without_usage(argv, expected, capsys):
 def test_segment_rejects_an_unknown_version_while_parsing(tmp_path, capsys):
     """Before anything is read or the engine imported: the image and boxes do not even exist."""
     with pytest.raises(SystemExit) as exit_:
-        main(["segment", str(tmp_path / "nope.jpg"), "--boxes", str(tmp_path / "nope.json"), "--out", str(tmp_path), "--version", "hiera_huge"])
+        main(["segment", str(tmp_path / "nope.jpg"), "--boxes", str(tmp_path / "nope.json"), "--out", str(tmp_path), "--model", "hiera_huge"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
-        "sam-block: error: argument --version: Unknown SAM 2 version 'hiera_huge'. "
+        "sam-block: error: argument --model: Unknown SAM 2 version 'hiera_huge'. "
         "Use one of: hiera_tiny, hiera_small, hiera_b_plus, hiera_large, demo; see `sam-block segment --help`\n"
     )
 
@@ -340,7 +340,7 @@ def test_version_prints_the_package_version(capsys):
 
 def test_debug_adds_the_traceback_down_to_the_root_cause(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path / "empty"))  # offline (conftest): hiera_small is missing
-    argv = ["segment", str(DATA / "scene.jpg"), "--boxes", str(DATA / "scene_boxes.json"), "--out", str(tmp_path), "--version", "hiera_small"]
+    argv = ["segment", str(DATA / "scene.jpg"), "--boxes", str(DATA / "scene_boxes.json"), "--out", str(tmp_path), "--model", "hiera_small"]
     assert main(argv) == 2
     plain = capsys.readouterr().err
     assert plain.count("\n") == 1 and "Traceback" not in plain

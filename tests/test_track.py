@@ -63,7 +63,7 @@ def check_consistent(records, mot, size=(240, 320)):
 def test_first_frame_boxes_give_an_mp4_json_lines_and_mot_rows(clip, tmp_path, capsys):
     folder, truth = clip
     out = tmp_path / "out"
-    assert main(["track", str(folder / "clip.mp4"), "--boxes", str(folder / "boxes.json"), "--version", "demo", "--out", str(out)]) == 0
+    assert main(["track", str(folder / "clip.mp4"), "--boxes", str(folder / "boxes.json"), "--model", "demo", "--out", str(out)]) == 0
     assert "1 video(s), 12 frame(s)" in capsys.readouterr().out
     assert sv.VideoInfo.from_video_path(str(out / "clip.mp4")).total_frames == 12
     decoded = list(sv.get_video_frames_generator(str(out / "clip.mp4")))
@@ -78,7 +78,7 @@ def test_first_frame_boxes_give_an_mp4_json_lines_and_mot_rows(clip, tmp_path, c
 def test_per_frame_boxes_keep_each_id_on_one_object_every_second_frame(clip, tmp_path):
     folder, truth = clip
     out = tmp_path / "out"
-    args = ["track", str(folder / "clip.mp4"), "--boxes", str(folder / "boxes.jsonl"), "--version", "demo", "--every", "2", "--out", str(out)]
+    args = ["track", str(folder / "clip.mp4"), "--boxes", str(folder / "boxes.jsonl"), "--model", "demo", "--every", "2", "--out", str(out)]
     assert main(args) == 0
     records, mot = read_outputs(out)
     assert [r["frame"] for r in records] == [0, 2, 4, 6, 8, 10]  # the file's frame numbers, with gaps
@@ -113,7 +113,7 @@ def test_a_workflow_with_a_detector_feeds_the_tracker(tmp_path):
         (["track", "{d}/missing.mp4", "--boxes", "{d}/boxes.json"], ["video", "missing.mp4", "does not exist"]),
         (["track", "{d}/garbage.mp4", "--boxes", "{d}/boxes.json"], ["garbage.mp4", "is not a video OpenCV can read"]),
         (["track", "{d}/clip.mp4", "--boxes", "{d}/bad.jsonl"], ["bad.jsonl", "line 2", '"frame": N']),
-        (["track", "{d}/clip.mp4", "--boxes", "{d}/boxes.json", "--version", "hiera_huge"], ["hiera_huge", "hiera_tiny"]),
+        (["track", "{d}/clip.mp4", "--boxes", "{d}/boxes.json", "--model", "hiera_huge"], ["hiera_huge", "hiera_tiny"]),
         (["track", "{d}/clip.mp4", "--boxes", "{d}/boxes.json", "--prompt-mode", "every_frame"], ["every_frame", "JSON lines"]),
         (["track", "{d}/clip.mp4", "--workflow", "{d}/nostep.json"], ["nostep.json", "no sam_block/segment_anything_2_video@v1 step"]),
     ],

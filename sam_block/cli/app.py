@@ -24,7 +24,7 @@ EXAMPLES = """examples:
   sam-block demo
   sam-block segment photo.jpg --boxes boxes.json --out out/
   sam-block run example_workflows/f_segment_everything.json photos/ --out out/ --param points_per_side=16
-  sam-block track clip.mp4 --boxes first_frame_boxes.json --version demo --out out/
+  sam-block track clip.mp4 --boxes first_frame_boxes.json --model demo --out out/
   sam-block download hiera_tiny
   sam-block describe > manifest.json"""
 
@@ -33,7 +33,7 @@ or a plain list: [{"x1": 10, "y1": 20, "x2": 110, "y2": 90, "class_name": "cat"}
 
 SEGMENT_EXAMPLES = f"""examples:
   sam-block segment photo.jpg --boxes boxes.json --out out/
-  sam-block segment example_workflows/data/scene.jpg --boxes example_workflows/data/scene_boxes.json --out out/ --version hiera_small
+  sam-block segment example_workflows/data/scene.jpg --boxes example_workflows/data/scene_boxes.json --out out/ --model hiera_small
 {BOXES_HELP}"""
 
 RUN_EXAMPLES = """examples:
@@ -86,7 +86,7 @@ Needs no network and no download."""
 
 
 def known_version(value: str) -> str:
-    """``--version`` checked while parsing: an unknown version fails in a second, before
+    """``--model`` checked while parsing: an unknown version fails in a second, before
     inference is even imported."""
     from sam_block.errors import UnknownVersionError
     from sam_block.runtime.variants import get_variant
@@ -96,6 +96,29 @@ def known_version(value: str) -> str:
     except UnknownVersionError as error:
         raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
     return value
+
+
+def add_model_flags(command: argparse.ArgumentParser, help: str) -> None:
+    """``--model NAME``: the SAM 2 version. ``--version NAME``, its old spelling, still works
+    with a deprecation warning (see :func:`resolve_model_flag`); hidden from ``--help`` because
+    ``sam-block --version`` is the package's version."""
+    command.add_argument("--model", default=None, type=known_version, metavar="NAME", help=help)
+    command.add_argument("--version", dest="deprecated_version", default=None, type=known_version, metavar="NAME", help=argparse.SUPPRESS)
+
+
+def resolve_model_flag(args: argparse.Namespace) -> None:
+    """The old ``COMMAND --version NAME`` becomes ``--model NAME``, saying so on stderr."""
+    old = getattr(args, "deprecated_version", None)
+    if old is None:
+        return
+    if args.model is not None and args.model != old:
+        raise CliError(f"--model {args.model} and --version {old} disagree; give only --model (--version is its deprecated spelling)")
+    print(
+        f"sam-block: warning: `{args.command} --version {old}` is deprecated and will be removed: use `--model {old}` "
+        "(`sam-block --version` prints the package version)",
+        file=sys.stderr,
+    )
+    args.model = old
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -148,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image, video or folder")
     segment.add_argument("--boxes", type=Path, required=True, help="JSON file of boxes (see below)")
     segment.add_argument("--out", type=Path, required=True, help="output directory")
-    segment.add_argument("--version", default="hiera_tiny", type=known_version, help="hiera_tiny (default), hiera_small, hiera_b_plus, hiera_large, or the toy demo")
+    add_model_flags(segment, "hiera_tiny (default), hiera_small, hiera_b_plus, hiera_large, or the toy demo")
     segment.add_argument("--threshold", type=float, default=0.0, help="drop masks scored below this (0–1)")
     segment.add_argument("--single-mask", action="store_true", help="use SAM's single-mask output")
     progress_flags(segment)
@@ -175,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     describe.set_defaults(handler=cmd_describe)
 
-    add_track_parser(commands, formatter, progress_flags, known_version)
+    add_track_parser(commands, formatter, progress_flags, add_model_flags)
 
     demo = commands.add_parser(
         "demo",
@@ -212,6 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from sam_block.errors import SamBlockError
 
     try:
+        resolve_model_flag(args)
         return args.handler(args)
     except (CliError, SamBlockError) as error:
         if args.debug:

@@ -43,13 +43,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_segment(args) -> int:
-    from sam_block.runtime.variants import get_variant
+    from sam_block.runtime.variants import DEFAULT_VERSION, get_variant
 
-    get_variant(args.version)  # an unknown version fails here, before the engine starts
+    version = args.model or DEFAULT_VERSION
+    get_variant(version)  # an unknown version fails here, before the engine starts
     boxes = load_boxes(args.boxes)
     inputs = expand_inputs(args.images)
     engine = init_engine(bundled_workflow("boxes_to_masks.json"))
-    params = {"boxes": [boxes], "version": args.version, "threshold": args.threshold, "multimask_output": not args.single_mask}
+    params = {"boxes": [boxes], "version": version, "threshold": args.threshold, "multimask_output": not args.single_mask}
     summary = run_frames(engine, "image", iter_frames(inputs, 1), args.out, params, total=count_frames(inputs, 1), progress=args.progress, json_output="predictions")
     print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
     return 0
@@ -58,10 +59,14 @@ def cmd_segment(args) -> int:
 def cmd_download(args) -> int:
     from sam_block.errors import SamBlockError
     from sam_block.runtime.checkpoints import checkpoint_path, resolve_checkpoint
-    from sam_block.runtime.variants import DEFAULT_VERSION, OFFICIAL_VERSIONS, get_variant
+    from sam_block.runtime.variants import DEFAULT_VERSION, OFFICIAL_VERSIONS, VARIANTS, available_versions, get_variant
 
     versions = list(OFFICIAL_VERSIONS) if args.all else (args.versions or [DEFAULT_VERSION])
-    variants = [get_variant(v) for v in versions]  # unknown names fail before any download
+    downloadable = [name for name in available_versions() if get_variant(name).url]
+    for name in versions:  # unknown names fail before any download; the choices listed are the downloadable ones
+        if name not in VARIANTS:
+            raise CliError(f"Unknown SAM 2 version {name!r} to download. Use one of: {', '.join(downloadable)}")
+    variants = [get_variant(v) for v in versions]
     for variant in variants:
         path = checkpoint_path(variant)
         if variant.bundled:

@@ -213,7 +213,7 @@ TRACK_EXAMPLES = """examples:
   sam-block track clip.mp4 --boxes first_frame_boxes.json --out out/
   sam-block track clip.mp4 other.mp4 --boxes per_frame.jsonl --prompt-mode every_n_frames --prompt-interval 10 --out out/
   sam-block track clip.mp4 --workflow example_workflows/g_video_tracking.json --param boxes=@boxes.json --out out/
-  sam-block track clip.mp4 --boxes boxes.json --version demo --every 2 --out out/
+  sam-block track clip.mp4 --boxes boxes.json --model demo --every 2 --out out/
 
 --boxes FILE: the first frame's boxes (as for `sam-block segment`: inference's prediction
 JSON or a list of {"x1", "y1", "x2", "y2", "class_name"}), tracked with --prompt-mode
@@ -227,7 +227,7 @@ Per video it writes NAME.mp4 (masks, `#id class` labels, traces), NAME.jsonl (pe
 NAME.mot.txt (MOTChallenge rows frame,id,x,y,w,h,conf,-1,-1,-1; frames counted from 1)."""
 
 
-def add_track_parser(commands, formatter, progress_flags, known_version) -> None:
+def add_track_parser(commands, formatter, progress_flags, add_model_flags) -> None:
     track = commands.add_parser(
         "track",
         help="follow objects through videos with the video step (mp4, JSON lines, MOT)",
@@ -241,7 +241,7 @@ def add_track_parser(commands, formatter, progress_flags, known_version) -> None
     source.add_argument("--boxes", type=Path, help="boxes of the first frame (JSON) or per frame (JSON lines)")
     source.add_argument("--workflow", type=Path, metavar="WORKFLOW.json", help="a workflow with the video step")
     track.add_argument("--out", type=Path, required=True, help="output directory")
-    track.add_argument("--version", default=None, type=known_version, help="with --boxes: hiera_tiny (default), hiera_small, hiera_b_plus, hiera_large, or the toy demo")
+    add_model_flags(track, "with --boxes: the SAM 2 version, hiera_tiny (default), hiera_small, hiera_b_plus, hiera_large, or the toy demo")
     track.add_argument("--prompt-mode", choices=PROMPT_MODES, default=None, help="with --boxes: when boxes prompt the tracker (default first_frame for a JSON file, every_frame for JSON lines)")
     track.add_argument("--prompt-interval", type=int, default=30, metavar="N", help="with --prompt-mode every_n_frames: every N frames (default 30)")
     track.add_argument("--every", type=int, default=1, metavar="N", help="track every N-th frame (default 1)")
@@ -267,8 +267,8 @@ def cmd_track(args) -> int:
     params = parse_params(args.param or [])
     boxes = None
     if args.workflow is not None:
-        if args.version is not None or args.prompt_mode is not None:
-            raise CliError("--version and --prompt-mode go with --boxes; with --workflow set them in the workflow's step")
+        if args.model is not None or args.prompt_mode is not None:
+            raise CliError("--model and --prompt-mode go with --boxes; with --workflow set the version and prompt_mode in the workflow's step")
         definition = load_workflow(args.workflow)
         steps = [s for s in definition.get("steps", []) if isinstance(s, dict) and s.get("type") == VIDEO_STEP]
         if not steps:
@@ -289,7 +289,7 @@ def cmd_track(args) -> int:
             raise CliError("--param goes with --workflow; with --boxes there are no other inputs")
         from sam_block.runtime.variants import DEFAULT_VERSION
 
-        definition = boxes_workflow(args.version or DEFAULT_VERSION, mode, args.prompt_interval)
+        definition = boxes_workflow(args.model or DEFAULT_VERSION, mode, args.prompt_interval)
         image_input = "image"
     summary = track_videos(init_engine(definition), image_input, videos, args.out, params, boxes, args.every, args.progress)
     print(f"{summary.videos} video(s), {summary.frames} frame(s), {summary.tracks} track(s)")
