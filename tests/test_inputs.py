@@ -109,3 +109,20 @@ def test_device_selection(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="no CUDA device"):
             resolve_device("cuda:0")
+
+
+def test_run_ray_and_track_name_repeated_stems_alike(tmp_path):
+    """One de-duplication rule for output names: `run`'s frames, `run --ray`'s items and `track`'s videos."""
+    import cv2
+
+    from sam_block.cli.batch import plan_items
+    from sam_block.cli.inputs import expand_inputs, iter_frames
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for name in ("x.png", "y.png"):
+            cv2.imwrite(str(tmp_path / folder / name), np.zeros((4, 4, 3), np.uint8))
+    inputs = expand_inputs([tmp_path / "a", tmp_path / "b", tmp_path / "a" / "x.png"])
+    expected = ["x", "y", "x_2", "y_2", "x_3"]
+    assert [frame.name for frame in iter_frames(inputs, 1)] == expected
+    assert [item.name for item in plan_items(inputs)] == expected

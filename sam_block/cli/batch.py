@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from sam_block.cli.coco import COCO_FILE, CocoWriter
 from sam_block.cli.engine import image_inputs, init_engine
 from sam_block.cli.errors import CliError, root_message
-from sam_block.cli.inputs import Frame, expand_inputs, load_image
+from sam_block.cli.inputs import Frame, UniqueStems, expand_inputs, load_image
 from sam_block.cli.run import RunSummary, run_frames
 
 STATE_DIR = ".sam-block-ray"  # one record per finished image
@@ -134,13 +134,8 @@ def plan_items(inputs: Sequence[Union[Path, Tuple[Path, str]]]) -> List[Item]:
     videos = [str(path) for path, kind in expanded if kind == "video"]
     if videos:
         raise CliError(f"--ray runs on images; {videos[0]} is a video: run it without --ray (or extract its frames as images first)")
-    used: Dict[str, int] = {}
-    items = []
-    for path, _ in expanded:
-        used[path.stem] = used.get(path.stem, 0) + 1
-        name = path.stem if used[path.stem] == 1 else f"{path.stem}_{used[path.stem]}"
-        items.append(Item(name, str(path), str(Path(path).resolve())))
-    return items
+    unique = UniqueStems()
+    return [Item(unique(path.stem), str(path), str(Path(path).resolve())) for path, _ in expanded]
 
 
 class Segmenter:

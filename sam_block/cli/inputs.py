@@ -101,6 +101,24 @@ def parse_params(pairs: List[str]) -> Dict[str, Any]:
     return params
 
 
+class UniqueStems:
+    """Output file stems, one per input: a stem as is the first time, then ``_2``, ``_3`` ...
+    (``a/x.png``, ``b/x.png`` → ``x``, ``x_2``). The one rule of ``run``, ``run --ray`` and ``track``.
+
+    Example:
+        >>> stem = UniqueStems()
+        >>> [stem("x"), stem("y"), stem("x"), stem("x")]
+        ['x', 'y', 'x_2', 'x_3']
+    """
+
+    def __init__(self) -> None:
+        self._used: Dict[str, int] = {}
+
+    def __call__(self, stem: str) -> str:
+        self._used[stem] = self._used.get(stem, 0) + 1
+        return stem if self._used[stem] == 1 else f"{stem}_{self._used[stem]}"
+
+
 @dataclass
 class Frame:
     """One image to run the workflow on."""
@@ -158,12 +176,7 @@ def iter_frames(inputs: List[Tuple[Path, str]], every: int) -> Iterator[Frame]:
     import cv2
     import supervision as sv
 
-    used: Dict[str, int] = {}
-
-    def unique(stem: str) -> str:
-        used[stem] = used.get(stem, 0) + 1
-        return stem if used[stem] == 1 else f"{stem}_{used[stem]}"
-
+    unique = UniqueStems()
     for path, kind in inputs:
         if kind == "image":
             yield Frame(unique(path.stem), str(path), load_image(path))

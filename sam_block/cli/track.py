@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from sam_block.cli.errors import CliError, root_message
-from sam_block.cli.inputs import VIDEO_SUFFIXES, iter_frames, load_boxes, load_workflow, parse_params
+from sam_block.cli.inputs import VIDEO_SUFFIXES, UniqueStems, iter_frames, load_boxes, load_workflow, parse_params
 
 VIDEO_STEP = "sam_block/segment_anything_2_video@v1"
 PROMPT_MODES = ("first_frame", "every_n_frames", "every_frame")
@@ -161,14 +161,13 @@ def track_videos(
 
     out.mkdir(parents=True, exist_ok=True)
     summary = TrackSummary()
-    stems: Dict[str, int] = {}
+    unique = UniqueStems()
     for path in videos:
         try:
             info = sv.VideoInfo.from_video_path(str(path))
         except Exception as error:  # supervision raises a bare Exception for what OpenCV cannot open
             raise CliError(f"{path} is not a video OpenCV can read") from error
-        stems[path.stem] = stems.get(path.stem, 0) + 1
-        stem = path.stem if stems[path.stem] == 1 else f"{path.stem}_{stems[path.stem]}"
+        stem = unique(path.stem)
         mp4, jsonl, mot = out / f"{stem}.mp4", out / f"{stem}.jsonl", out / f"{stem}.mot.txt"
         fps = max(1, round((info.fps or 25) / every))
         target = sv.VideoInfo(width=info.width, height=info.height, fps=fps)
