@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import supervision as sv
 
-from sam_block.runtime.predictor import NOT_A_POINT_LABEL, PromptBatch
+from sam_block.runtime.prompt_batch import NOT_A_POINT_LABEL, PromptBatch
 
 logger = logging.getLogger(__name__)
 

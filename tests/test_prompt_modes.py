@@ -166,3 +166,16 @@ def test_segment_everything_min_mask_area_drops_small_masks(everything_run, scen
     smaller = run_workflow(load_example("f_segment_everything.json"), image=scene, min_mask_area=cut, **EVERYTHING)[0]["predictions"]
     assert len(smaller) == int((areas >= cut).sum())
     assert np.all(smaller.mask.sum(axis=(1, 2)) >= cut)
+
+
+def test_building_prompts_from_detections_needs_no_torch():
+    """prompts.py and the PromptBatch it builds are numpy only: importing them loads no torch."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    code = "import sys, sam_block.prompts, sam_block.runtime.prompt_batch; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "[]"

@@ -18,51 +18,19 @@ import torch.nn.functional as F
 
 from sam_block.runtime.cache import EMBEDDINGS, EmbeddingCache, image_digest
 from sam_block.runtime.masks import CroppedMasks, upsample_to_crops
+from sam_block.runtime.prompt_batch import PromptBatch
 
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BOX_CORNER_LABELS = (2, 3)  # SAM's labels for a box's top-left and bottom-right corners
-NOT_A_POINT_LABEL = -1
 DECODER_BATCH_ENV = "SAM_BLOCK_DECODER_BATCH"
 ENCODER_BATCH_ENV = "SAM_BLOCK_ENCODER_BATCH"
 DEFAULT_DECODER_BATCH = 32  # prompts per decoder call: speed vs activation memory, see benchmarks/RESULTS.md
 DEFAULT_ENCODER_BATCH = 4  # images per encoder call
 STABILITY_OFFSET = 1.0  # logit offset of the stability score, as in Meta's mask generator
 MASK_PROMPT_LOGIT = 10.0  # logit given to inside (+) / outside (-) pixels of a mask prompt
-
-
-@dataclass
-class PromptBatch:
-    """Prompts for one image; row ``i`` of every array belongs to prompt ``i``.
-
-    Attributes:
-        boxes: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in pixels, or ``None``.
-        point_coords: ``(N, P, 2)`` float32 pixels, or ``None``.
-        point_labels: ``(N, P)`` int32: 1 foreground, 0 background, -1 padding.
-        mask_inputs: ``(N, h, w)`` binary masks (any resolution, usually the image's) that
-            SAM refines, or ``None``; rows where `mask_valid` is False carry no mask.
-        mask_valid: ``(N,)`` bool, which rows of `mask_inputs` are real prompts.
-    """
-
-    boxes: Optional[np.ndarray] = None
-    point_coords: Optional[np.ndarray] = None
-    point_labels: Optional[np.ndarray] = None
-    mask_inputs: Optional[np.ndarray] = None
-    mask_valid: Optional[np.ndarray] = None
-
-    def __len__(self) -> int:
-        for array in (self.boxes, self.point_coords, self.mask_inputs):
-            if array is not None:
-                return len(array)
-        return 0
-
-    def subset(self, rows: slice) -> "PromptBatch":
-        pick = lambda a: None if a is None else a[rows]  # noqa: E731
-        return PromptBatch(
-            pick(self.boxes), pick(self.point_coords), pick(self.point_labels), pick(self.mask_inputs), pick(self.mask_valid)
-        )
 
 
 @dataclass
