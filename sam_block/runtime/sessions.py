@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Hashable, List, Optional, Tuple
+from typing import Callable, Dict, Hashable, List, Literal, Optional, Tuple, get_args
 
 import numpy as np
 
@@ -22,7 +22,9 @@ from sam_block.runtime.tracker import TrackMemory, TrackOutput, VideoTracker, lo
 
 logger = logging.getLogger(__name__)
 
-PROMPT_MODES = ("first_frame", "every_n_frames", "every_frame")
+# When detections prompt the tracker; the video step's manifest and `sam-block track` take these.
+PromptMode = Literal["first_frame", "every_n_frames", "every_frame"]
+PROMPT_MODES = get_args(PromptMode)
 # A matched detection re-anchors its track (a fresh conditioning frame from the box) when
 # the box and this frame's propagated mask overlap less than this.
 DRIFT_IOU = 0.75

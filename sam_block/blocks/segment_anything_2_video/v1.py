@@ -31,7 +31,7 @@ from sam_block.prompts import detections_to_prompts
 from sam_block.rle import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMAT_DESCRIPTION, OutputFormat
 from sam_block.runtime.device import resolve_device
 from sam_block.runtime.models import MODELS
-from sam_block.runtime.sessions import BoxPrompt, SessionStore, TrackerSettings, VideoSession
+from sam_block.runtime.sessions import PROMPT_MODES, BoxPrompt, PromptMode, SessionStore, TrackerSettings, VideoSession
 from sam_block.runtime.tracker import VideoTracker
 
 TYPE_IDENTIFIER = "sam_block/segment_anything_2_video@v1"
@@ -94,11 +94,11 @@ class BlockManifest(SamStepManifest):
         description="SAM 2.1 model size: hiera_tiny is fastest, hiera_large most accurate.",
         examples=["hiera_tiny", "$inputs.sam_version"],
     )
-    prompt_mode: Literal["first_frame", "every_n_frames", "every_frame"] = Field(
+    prompt_mode: PromptMode = Field(
         default="first_frame",
         description="When detections prompt the tracker: only on the first frame that has detections, "
         "every N frames, or on every frame (new objects are picked up on prompt frames).",
-        examples=["first_frame", "every_n_frames", "every_frame"],
+        examples=list(PROMPT_MODES),
     )
     prompt_interval: Union[Annotated[int, Field(ge=1)], Selector(kind=[INTEGER_KIND])] = Field(
         default=30,
