@@ -1,6 +1,7 @@
-"""What the image step declares to the engine (work operations, dependent resources,
-restrictions), read through inference's own workload introspection, and how its errors are
-classified: the client's fault (400) or the server's (500). Over HTTP: tests/test_http.py."""
+"""What the image and the video step declare to the engine (work operations, dependent
+resources, restrictions), read through inference's own workload introspection, and how the
+image step's errors are classified: the client's fault (400) or the server's (500). Over HTTP:
+tests/test_http.py; the video step's errors: tests/test_video.py."""
 
 from __future__ import annotations
 
@@ -12,14 +13,22 @@ from tests.conftest import detections, load_example, make_scene, run_workflow
 from tests.support import runtime_chosen_workflow
 
 TYPE = "sam_block/segment_anything_2@v1"
+VIDEO_TYPE = "sam_block/segment_anything_2_video@v1"
 
 
-def workload(definition: dict):
+def workload(definition: dict, block_type: str = TYPE):
     from roboflow_workflows.execution_engine.introspection.workload import describe_workflow_workload
 
     introspection = describe_workflow_workload(definition, init_parameters={})
-    [step] = [s for s in introspection.steps if s.block_type == TYPE]
+    [step] = [s for s in introspection.steps if s.block_type == block_type]
     return step, introspection
+
+
+def restriction_rows(step) -> list:
+    return [
+        (r["code"], r["severity"], r["when"]["runtimes"], r["when"]["step_execution_modes"], r["when"]["input_modes"])
+        for r in step.restrictions.model_dump(mode="json")["items"]
+    ]
 
 
 def with_version(version: str) -> dict:
@@ -63,11 +72,8 @@ def test_a_version_selector_is_returned_verbatim_with_a_resolver_to_the_file():
 
 def test_restrictions_name_the_one_runtime_without_the_plugin():
     step, _ = workload(with_version("hiera_tiny"))
-    restrictions = step.restrictions.model_dump(mode="json")
-    assert restrictions["complete"] is True
-    assert [(r["code"], r["severity"], r["when"]["runtimes"], r["when"]["step_execution_modes"]) for r in restrictions["items"]] == [
-        ("third_party_plugin_not_installed", "hard", ["hosted_serverless"], None)
-    ]
+    assert step.restrictions.complete is True
+    assert restriction_rows(step) == [("third_party_plugin_not_installed", "hard", ["hosted_serverless"], None, None)]
 
 
 def test_attach_engine_metadata_lives_in_blocks_common_and_keeps_its_old_path():
@@ -75,6 +81,55 @@ def test_attach_engine_metadata_lives_in_blocks_common_and_keeps_its_old_path():
     from sam_block.blocks.segment_anything_2 import v1
 
     assert v1.attach_engine_metadata is common.attach_engine_metadata
+
+
+# --------------------------------------------------------------------------- the video step
+
+
+def video_workflow(version: str = "hiera_small") -> dict:
+    definition = load_example("g_video_tracking.json")
+    definition["steps"][0]["version"] = version
+    return definition
+
+
+def test_the_video_step_declares_tracking_its_checkpoint_and_that_it_keeps_state():
+    step, introspection = workload(video_workflow(), VIDEO_TYPE)
+    assert step.operations.model_dump(mode="json")["items"] == ["model_inference", "tracking"]
+    assert step.operations.complete is True
+    assert [(r.resource_type.value, r.metadata.provider, r.metadata.model_id) for r in step.resources.items] == [
+        ("third_party_model", "sam_block", "sam2.1_hiera_small.pt")
+    ]
+    assert step.restrictions.complete is True
+    assert restriction_rows(step) == [
+        # each video's tracks live in the block instance: they reset where frames do not all reach it
+        ("stateful_video_state_resets_on_stateless_http", "soft", ["dedicated_deployment", "hosted_serverless"], None, ["video"]),
+        ("temporal_block_no_benefit_on_still_image", "soft", None, None, ["image"]),
+        ("third_party_plugin_not_installed", "hard", ["hosted_serverless"], None, None),
+    ]
+    assert [(m.provider, m.model_id, m.used_by_steps) for m in introspection.summary.models.items] == [
+        ("sam_block", "sam2.1_hiera_small.pt", ["$steps.tracker"])
+    ]
+
+
+def test_the_video_step_declares_what_inference_own_sam2_video_block_declares_about_state():
+    """Same operations and the same state / still-image restrictions (codes and conditions) as
+    ``roboflow_core/segment_anything_2_video@v1`` — what a user swapping the type string keeps.
+    Inference's block also declares a GPU and a no-remote-execution restriction: ours runs on
+    CPU and in-process whatever the step execution mode, so it declares neither."""
+    theirs = copy.deepcopy(video_workflow())
+    theirs["steps"][0] = {"type": "roboflow_core/segment_anything_2_video@v1", "name": "tracker", "images": "$inputs.image",
+                          "boxes": "$inputs.boxes", "prompt_mode": "every_n_frames"}  # fmt: skip
+    inference_step, _ = workload(theirs, "roboflow_core/segment_anything_2_video@v1")
+    our_step, _ = workload(video_workflow(), VIDEO_TYPE)
+    assert our_step.operations.items == inference_step.operations.items
+    about_state = {"stateful_video_state_resets_on_stateless_http", "temporal_block_no_benefit_on_still_image"}
+    inference_rows = [row for row in restriction_rows(inference_step) if row[0] in about_state]
+    assert len(inference_rows) == 2
+    assert [row for row in restriction_rows(our_step) if row[0] in about_state] == inference_rows
+    assert {row[0] for row in restriction_rows(inference_step)} - about_state == {
+        "requires_gpu_for_local_execution",
+        "remote_step_execution_not_supported",
+    }
 
 
 # --------------------------------------------------------------------------- client or server fault

@@ -514,20 +514,6 @@ def test_conditioning_frames_are_bounded_and_the_first_prompt_is_kept(present_de
 # ---------------------------------------------------------------- what the engine sees
 
 
-def test_video_step_declares_its_checkpoint_operations_and_restrictions():
-    from roboflow_workflows.execution_engine.introspection.workload import describe_workflow_workload
-
-    definition = load_example("g_video_tracking.json")
-    definition["steps"][0]["version"] = "hiera_small"
-    introspection = describe_workflow_workload(definition, init_parameters={})
-    [step] = [s for s in introspection.steps if s.block_type == "sam_block/segment_anything_2_video@v1"]
-    assert [(r.resource_type.value if hasattr(r.resource_type, "value") else r.resource_type, r.metadata.model_id) for r in step.resources.items] == [
-        ("third_party_model", "sam2.1_hiera_small.pt")
-    ]
-    assert step.operations.model_dump(mode="json")["items"] == ["model_inference"]
-    assert [r["when"]["runtimes"] for r in step.restrictions.model_dump(mode="json")["items"]] == [["hosted_serverless"]]
-
-
 @pytest.mark.parametrize(
     "field, value, words",
     [

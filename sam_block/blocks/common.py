@@ -10,12 +10,13 @@ they share (outputs, engine range, discovery hooks); their ``run`` methods use
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import supervision as sv
 
 from roboflow_workflows.core_steps.common.utils import attach_parents_coordinates_to_sv_detections
+from roboflow_workflows.core_steps.common.workload_presets import STATEFUL_VIDEO_TEMPORAL_RESTRICTIONS
 from roboflow_workflows.errors import ClientCausedStepExecutionError
 from roboflow_workflows.execution_engine.constants import IMAGE_DIMENSIONS_KEY, PARENT_ID_KEY, PREDICTION_TYPE_KEY
 from roboflow_workflows.execution_engine.entities.base import OutputDefinition, WorkflowImageData
@@ -55,6 +56,11 @@ NOT_ON_HOSTED_SERVERLESS = RuntimeRestriction(
     ),
     applies_to_runtimes=[Runtime.HOSTED_SERVERLESS],
 )
+# The video step keeps each video's tracks in its block instance, as inference's own SAM 2 video
+# block does, so it declares inference's presets for that (same codes, same meaning): the state
+# resets where requests do not reach one long-lived process (soft, video input), and a still
+# image has no history to track (soft, image input).
+STATEFUL_VIDEO_RESTRICTIONS = STATEFUL_VIDEO_TEMPORAL_RESTRICTIONS
 
 
 def attach_engine_metadata(detections: sv.Detections, image: WorkflowImageData) -> sv.Detections:
@@ -109,13 +115,16 @@ def model_work_operations() -> List[WorkOperation]:
     return [WorkOperation.MODEL_INFERENCE]
 
 
-def local_model_restrictions(node_name: Optional[str], ignore_environment_restrictions: bool) -> Discovery[RuntimeRestriction]:
-    """Where a sam_block step cannot run: Roboflow's hosted serverless API (no third-party plugins).
+def local_model_restrictions(
+    node_name: Optional[str], ignore_environment_restrictions: bool, also: Sequence[RuntimeRestriction] = ()
+) -> Discovery[RuntimeRestriction]:
+    """Where a sam_block step cannot run: Roboflow's hosted serverless API (no third-party plugins),
+    then the step's own caveats `also`.
 
     Anywhere else it runs in-process on CPU or CUDA, whatever the step execution mode.
     """
     return actual_restrictions_of(
-        declared=[NOT_ON_HOSTED_SERVERLESS],
+        declared=[NOT_ON_HOSTED_SERVERLESS, *also],
         node_id=f"$steps.{node_name or ''}",
         ignore_environment_restrictions=ignore_environment_restrictions,
     )

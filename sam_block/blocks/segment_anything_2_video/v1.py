@@ -22,8 +22,17 @@ from roboflow_workflows.execution_engine.entities.types import (
     ImageInputField,
     Selector,
 )
+from roboflow_workflows.execution_engine.entities.workload import Discovery, RuntimeRestriction, WorkOperation
 from roboflow_workflows.prototypes.block import BlockResult, WorkflowBlock, WorkflowBlockManifest
-from sam_block.blocks.common import SamStepManifest, attach_engine_metadata, check_output_format, client_errors_as_4xx
+from sam_block.blocks.common import (
+    STATEFUL_VIDEO_RESTRICTIONS,
+    SamStepManifest,
+    attach_engine_metadata,
+    check_output_format,
+    client_errors_as_4xx,
+    local_model_restrictions,
+    model_work_operations,
+)
 from sam_block.errors import InvalidParameterError
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
@@ -136,6 +145,15 @@ class BlockManifest(SamStepManifest):
         description=OUTPUT_FORMAT_DESCRIPTION,
         examples=["polygons", "rle", "$inputs.output_format"],
     )
+
+    def discover_work_operations(self) -> List[WorkOperation]:
+        """Model inference and tracking: the step carries identities from frame to frame."""
+        return [*model_work_operations(), WorkOperation.TRACKING]
+
+    def get_actual_restrictions(self, *, ignore_environment_restrictions: bool = False) -> Discovery[RuntimeRestriction]:
+        """Not on hosted serverless (no plugins there); its tracks live in this process, so they
+        reset where a video's frames do not all reach it; a still image has no history to track."""
+        return local_model_restrictions(getattr(self, "name", None), ignore_environment_restrictions, STATEFUL_VIDEO_RESTRICTIONS)
 
 
 class SegmentAnything2VideoBlockV1(WorkflowBlock):
