@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -22,6 +23,8 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
+# inference's and our security variables: a server started here sees them only when a test passes them
+SECURITY_VARIABLES = ("ALLOW_ORIGINS", "ALLOW_CUSTOM_PYTHON_EXECUTION_IN_WORKFLOWS", "SAM_BLOCK_TOKEN")
 
 
 def free_port() -> int:
@@ -32,8 +35,8 @@ def free_port() -> int:
 
 
 def server_env(checkpoint_dir: Path, **extra: str) -> dict:
-    """Environment of the server: the plugin, the checkpoint dir, offline, CPU."""
-    env = dict(os.environ)
+    """Environment of the server: the plugin, the checkpoint dir, offline, CPU; no inherited security variables."""
+    env = {k: v for k, v in os.environ.items() if k not in SECURITY_VARIABLES}
     env.update(
         WORKFLOWS_PLUGINS="sam_block",
         SAM_BLOCK_CHECKPOINT_DIR=str(checkpoint_dir),
@@ -47,11 +50,27 @@ def server_env(checkpoint_dir: Path, **extra: str) -> dict:
 
 
 class LocalServer:
-    """``with LocalServer(checkpoint_dir) as server: requests.get(server.url + "/readiness")``."""
+    """``with LocalServer(checkpoint_dir) as server: requests.get(server.url + "/readiness")``.
 
-    def __init__(self, checkpoint_dir: Path, startup_timeout_s: float = 180.0, **env: str):
+    ``args``: more command-line options (``--allow-custom-python``, ``--token``, ...); ``bind``: the
+    address to bind (requests always go to 127.0.0.1); ``token``: the token the server requires
+    (read from its start-up output when it generates one, i.e. ``args`` has ``--token`` alone).
+    ``server.headers`` carries it as ``Authorization: Bearer``.
+    """
+
+    def __init__(
+        self, checkpoint_dir: Path, startup_timeout_s: float = 180.0, args: Sequence[str] = (), bind: str = LOOPBACK,
+        token: Optional[str] = None, **env: str,
+    ):  # fmt: skip
         self.checkpoint_dir = Path(checkpoint_dir)
         self.startup_timeout_s = startup_timeout_s
+        self.extra_args = list(args)
+        self.bind = bind
+        self.token = token
+        self.token_generated = token is None and any(
+            a == "--token" and (i + 1 == len(self.extra_args) or self.extra_args[i + 1].startswith("-"))
+            for i, a in enumerate(self.extra_args)
+        )
         self.extra_env = env
         self.port: Optional[int] = None
         self.process: Optional[subprocess.Popen] = None
@@ -61,6 +80,11 @@ class LocalServer:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def headers(self) -> dict:
+        """``Authorization: Bearer <token>`` when the server requires a token, else nothing."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def pid(self) -> int:
@@ -76,8 +100,8 @@ class LocalServer:
         self.port = free_port()
         command = [
             sys.executable, "-m", "sam_block.serve",
-            "--host", LOOPBACK, "--port", str(self.port),
-            "--working-dir", str(self._workdir / "cwd"),
+            "--host", self.bind, "--port", str(self.port),
+            "--working-dir", str(self._workdir / "cwd"), *self.extra_args,
         ]  # fmt: skip
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
@@ -89,8 +113,11 @@ class LocalServer:
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with code {self.process.returncode}:\n{self.log_tail()}")
+            if self.token is None and self.token_generated:
+                found = re.search(r"token: generated: (\S+)", self.log_tail(100_000))
+                self.token = found.group(1) if found else None
             try:
-                if requests.get(self.url + "/readiness", timeout=2).status_code == 200:
+                if requests.get(self.url + "/readiness", headers=self.headers, timeout=2).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
