@@ -30,9 +30,13 @@ Routes the engine cannot serve (``/sam2/*``, the click-to-segment page) live in 
 modules under ``sam_block/server/``, each exposing ``router`` (a ``fastapi.APIRouter``). List the
 module in :data:`ROUTER_MODULES`: :func:`build_app` includes each router and moves its routes in
 front of inference's, so inference's catch-all routes (``/{dataset_id}/{version_id}``) and its
-own ``/sam2/*`` do not shadow them. The security middleware wraps the whole app, so every route
-listed here is covered with no further code; a page whose GET should accept ``?token=`` is added
-to ``SecurityPolicy.token_query_paths`` (``PAGE_PATH`` already is).
+own ``/sam2/*`` do not shadow them. A module whose routes need options (a save directory, say)
+exposes an ``install(app, ...)`` instead, called in :func:`build_app` at the line marked
+"routes of our own" (it must put its routes in front the same way). The security middleware wraps
+the app's router, so every route is covered with no further code, whenever it was added before
+the server starts; a page whose GET should accept ``?token=`` is added to
+``SecurityPolicy.token_query_paths`` (``security.PAGE_PATH`` already is). See the page contract
+in :mod:`sam_block.server.security`.
 
 Needs inference's HTTP dependencies: ``pip install "sam_block[serve]"``.
 """
@@ -270,6 +274,7 @@ def build_app(working_dir: Optional[Path] = None, security: Optional[ServerSecur
         max_size=MAX_ACTIVE_MODELS,
     )
     app = HttpInterface(model_manager).app
+    # routes of our own: modules with a `router` (ROUTER_MODULES), then modules' install(app, ...) calls
     include_routers(app, ROUTER_MODULES if routers is None else routers)
     policy = replace(security.policy, allow_custom_python=allow_custom_python)
     app.add_middleware(SecurityMiddleware, policy=policy)  # added last: the outermost layer, around every route
