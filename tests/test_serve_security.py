@@ -298,6 +298,8 @@ def test_token_sources_and_refusals_to_start(tmp_path):
     honoured = resolve_security(operator=found)
     assert "ALLOW_CUSTOM_PYTHON_EXECUTION_IN_WORKFLOWS" not in honoured.environment  # left as the operator set it
     assert "ALLOW_ORIGINS" not in honoured.environment
+    assert resolve_security("::1", operator={}).policy.allowed_hosts == {"::1", "localhost", "127.0.0.1"}
+    assert resolve_security("fe80::1", token="t", operator={}).policy.host_allowed("fe80::1")
     assert resolve_security(allow_hosts=["*"], operator={}).policy.host_allowed("any.name.example")
     assert not resolve_security(allow_hosts=["Sam.Test."], operator={}).policy.host_allowed("other.test")
     assert resolve_security(allow_hosts=["Sam.Test."], operator={}).policy.host_allowed("sam.test")
@@ -314,6 +316,8 @@ def test_routers_go_in_front_of_catch_all_routes_and_behind_the_security_layer(m
 
     from fastapi import APIRouter, FastAPI
     from fastapi.testclient import TestClient
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocketDisconnect
 
     from sam_block.server.app import include_routers, resolve_security
     from sam_block.server.security import PAGE_PATH, SecurityMiddleware
@@ -322,6 +326,14 @@ def test_routers_go_in_front_of_catch_all_routes_and_behind_the_security_layer(m
     app.get("/{dataset_id}/{version_id}")(lambda dataset_id, version_id: {"legacy": True})
     router = APIRouter()
     router.get(PAGE_PATH)(lambda: {"page": True})
+
+    async def socket(websocket):
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    router.routes.append(WebSocketRoute("/sam_block/socket", socket))
+
     monkeypatch.setitem(sys.modules, "_issue18_routes", types.SimpleNamespace(router=router))
     include_routers(app, ["_issue18_routes"])
     policy = resolve_security("0.0.0.0", port=80, token="s3cret", operator={}).policy
@@ -332,3 +344,17 @@ def test_routers_go_in_front_of_catch_all_routes_and_behind_the_security_layer(m
     assert client.get(PAGE_PATH, params={"token": "wrong"}).status_code == 401
     assert client.get("/a/b").status_code == 401
     assert client.get("/a/b", headers={"Authorization": "Bearer s3cret"}).json() == {"legacy": True}
+    # WebSockets pass the same checks: refused before the handshake completes, the reason in the close frame
+    bearer = {"Authorization": "Bearer s3cret", "Host": "127.0.0.1"}
+    with client.websocket_connect("/sam_block/socket", headers=bearer) as websocket:
+        assert websocket.receive_text() == "hello"
+    refusals = (
+        ({"Host": "127.0.0.1"}, "token required"),
+        ({**bearer, "Host": "evil.example"}, "--allow-host evil.example"),
+        ({**bearer, "Origin": "https://evil.example"}, "--allow-origin"),
+    )
+    for headers, reason in refusals:
+        with pytest.raises(WebSocketDisconnect) as refused:
+            with client.websocket_connect("/sam_block/socket", headers=headers) as websocket:
+                websocket.receive_text()
+        assert refused.value.code == 1008 and reason in refused.value.reason, (headers, refused.value.reason)

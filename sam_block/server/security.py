@@ -80,12 +80,14 @@ def is_loopback(host: str) -> bool:
 def host_name(host_header: str) -> str:
     """The name part of a ``Host`` header, lower-case, without port, brackets or a trailing dot.
 
-    >>> host_name("[::1]:9001"), host_name("LocalHost.:80"), host_name("127.0.0.1")
-    ('::1', 'localhost', '127.0.0.1')
+    >>> host_name("[::1]:9001"), host_name("LocalHost.:80"), host_name("127.0.0.1"), host_name("fe80::1")
+    ('::1', 'localhost', '127.0.0.1', 'fe80::1')
     """
     value = host_header.strip().lower()
     if value.startswith("["):
         name = value[1 : value.find("]")] if "]" in value else value[1:]
+    elif value.count(":") > 1:  # a bare IPv6 address (an --allow-host or --host value): no port to strip
+        name = value
     else:
         name = re.sub(r":\d*$", "", value)
     return name.rstrip(".")
@@ -159,9 +161,12 @@ class SecurityPolicy:
 
 
 class Refusal(Exception):
-    def __init__(self, status: int, message: str, headers: Tuple[Tuple[bytes, bytes], ...] = ()):
+    """A refused request: HTTP status, the one-line message, extra headers, a short form for WebSockets."""
+
+    def __init__(self, status: int, message: str, headers: Tuple[Tuple[bytes, bytes], ...] = (), short: str = ""):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
+        self.short = short or message  # a WebSocket close frame's reason holds 123 bytes
 
 
 def _headers(scope) -> dict:
@@ -218,6 +223,7 @@ class SecurityMiddleware:
                 400,
                 f"Host {name!r} is not served (a DNS name that points here is how a web page reaches this "
                 f"server): start the server with --allow-host {name} to serve it",
+                short=f"Host {name!r} is not served: --allow-host {name} serves it",
             )
         origin = headers.get("origin")
         if origin is not None and not policy.origin_allowed(origin, scope.get("scheme", "http"), host_header):
@@ -225,6 +231,7 @@ class SecurityMiddleware:
                 403,
                 f"Origin {origin!r} is not allowed (a page from another site may not call this server): "
                 f"start the server with --allow-origin {origin} to allow it",
+                short=f"Origin not allowed: --allow-origin {origin} allows it",
             )
         if policy.token is None or path in policy.public_paths:
             return
@@ -243,6 +250,7 @@ class SecurityMiddleware:
                 "token required: send 'Authorization: Bearer <token>' with the token printed when the server "
                 "started (or its SAM_BLOCK_TOKEN); --no-token serves without one",
                 ((b"www-authenticate", b"Bearer"),),
+                short="token required: send 'Authorization: Bearer <token>'",
             )
         if not policy.token_matches(given):
             raise Refusal(
@@ -250,6 +258,7 @@ class SecurityMiddleware:
                 "wrong token: send 'Authorization: Bearer <token>' with the token printed when the server started "
                 "(or its SAM_BLOCK_TOKEN)",
                 ((b"www-authenticate", b'Bearer error="invalid_token"'),),
+                short="wrong token",
             )
 
     async def _check_body(self, receive):
@@ -283,7 +292,8 @@ class SecurityMiddleware:
     async def _refuse(scope, receive, send, refusal: Refusal) -> None:
         if scope["type"] == "websocket":
             await receive()  # websocket.connect; closing before accepting answers the handshake with 403
-            await send({"type": "websocket.close", "code": 1008, "reason": refusal.message[:120]})
+            reason = refusal.short.encode()[:123].decode(errors="ignore")
+            await send({"type": "websocket.close", "code": 1008, "reason": reason})
             return
         body = json.dumps({"message": refusal.message}).encode()
         headers = [
