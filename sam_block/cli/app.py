@@ -47,6 +47,8 @@ The first WorkflowImage input of the workflow receives each image (or video fram
 --param values are parsed as JSON when they can be (0.5, true, ["a"]), else kept as
 strings; @FILE reads the JSON of FILE; a --param naming another image input may be
 an image file path.
+Inference's model blocks (e.g. a Roboflow detector step) get a model manager and the
+API key (--api-key KEY, else $ROBOFLOW_API_KEY); their models need network access.
 Per image it writes NAME.png (every detection output drawn: masks, boxes, labels),
 NAME.json (the outputs as the engine serializes them, except that masks are exact:
 COCO RLE in `rle_mask` instead of a polygon) and, for image outputs,
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="output directory")
     run.add_argument("--param", action="append", metavar="NAME=VALUE", help="a workflow input; repeatable")
     run.add_argument("--every", type=int, default=1, metavar="N", help="videos: run on every N-th frame (default 1)")
+    run.add_argument("--api-key", metavar="KEY", default=None, help="Roboflow API key for inference's model blocks, e.g. a Roboflow detector (default: $ROBOFLOW_API_KEY)")
     progress_flags(run)
     from sam_block.cli.batch import add_ray_arguments  # here: cli/batch.py imports the cli's other modules
 
@@ -218,13 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_dependencies() -> None:
     """Keep the terminal for our messages: inference's import-time warnings and the
     engine's tracebacks are noise to a CLI user (``--verbose`` shows them)."""
+    import os
     import warnings
 
     warnings.filterwarnings("ignore")
+    # transformers (imported with inference's model registry, for detector workflows) logs its
+    # deprecation notes through its own handler, at the level it reads from here on first import
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import inference.core.logger  # noqa: F401  (configures the loggers we then quieten)
 
     for name in ("inference", "roboflow_workflows"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -29,6 +29,8 @@ def cmd_run(args) -> int:
         if given:
             raise CliError(f"{', '.join(given)} only applies with --ray; add --ray or remove it")
     inputs = expand_inputs(args.inputs)
+    if getattr(args, "ray", None) is not None and getattr(args, "api_key", None):
+        raise CliError("--api-key is not passed to Ray actors; with --ray set ROBOFLOW_API_KEY where they run instead")
     if getattr(args, "ray", None) is not None:  # the same outputs, computed by Ray actors (cli/batch.py)
         from sam_block.cli.batch import RayOptions, run_with_ray
 
@@ -36,7 +38,7 @@ def cmd_run(args) -> int:
         summary = run_with_ray(definition, inputs, args.out, params, options)
         print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
         return 0
-    engine = init_engine(definition)
+    engine = init_engine(definition, api_key=getattr(args, "api_key", None))
     summary = run_frames(engine, names[0], iter_frames(inputs, args.every), args.out, params, total=count_frames(inputs, args.every), progress=args.progress)
     print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
     return 0

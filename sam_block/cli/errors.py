@@ -7,6 +7,11 @@ class CliError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
+class SetupError(CliError):
+    """A problem that fails every input alike (e.g. a detector whose model cannot be loaded):
+    a run stops on it (exit 2) rather than listing every input as failed."""
+
+
 def root_message(error: BaseException) -> str:
     """The message to show for `error`: the first of our own errors down the chain
     (it names the value and the fix), else the innermost cause."""

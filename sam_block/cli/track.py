@@ -245,6 +245,7 @@ def add_track_parser(commands, formatter, progress_flags, add_model_flags) -> No
     track.add_argument("--prompt-interval", type=int, default=30, metavar="N", help="with --prompt-mode every_n_frames: every N frames (default 30)")
     track.add_argument("--every", type=int, default=1, metavar="N", help="track every N-th frame (default 1)")
     track.add_argument("--param", action="append", metavar="NAME=VALUE", help="with --workflow: a workflow input; repeatable")
+    track.add_argument("--api-key", metavar="KEY", default=None, help="Roboflow API key for inference's model blocks, e.g. a Roboflow detector (default: $ROBOFLOW_API_KEY)")
     progress_flags(track)
     track.set_defaults(handler=cmd_track)
 
@@ -290,6 +291,6 @@ def cmd_track(args) -> int:
 
         definition = boxes_workflow(args.model or DEFAULT_VERSION, mode, args.prompt_interval)
         image_input = "image"
-    summary = track_videos(init_engine(definition), image_input, videos, args.out, params, boxes, args.every, args.progress)
+    summary = track_videos(init_engine(definition, api_key=args.api_key), image_input, videos, args.out, params, boxes, args.every, args.progress)
     print(f"{summary.videos} video(s), {summary.frames} frame(s), {summary.tracks} track(s)")
     return 0
