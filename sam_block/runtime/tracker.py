@@ -31,14 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from sam_block.runtime.masks import CroppedMasks, upsample_to_crops
-from sam_block.runtime.predictor import BOX_CORNER_LABELS, IMAGENET_MEAN, IMAGENET_STD
+from sam_block.runtime.predictor import BOX_CORNER_LABELS, IMAGENET_MEAN, IMAGENET_STD, STABILITY_OFFSET
 
 # Meta asks for the video's length; a stream has none. Any value ≥ max_obj_ptrs_in_encoder
 # (16) gives the same arithmetic as Meta's on clips of at least that many frames.
 UNKNOWN_NUM_FRAMES = 1 << 30
 # Conditioning frames a track keeps: its first prompt and the latest re-anchors.
 MAX_COND_FRAMES = 4
-STABILITY_OFFSET = 1.0
 
 
 @dataclass
