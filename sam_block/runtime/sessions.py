@@ -7,7 +7,6 @@ No supervision, no engine: prompts come in as boxes with an opaque ``info`` dict
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -246,7 +245,8 @@ class SessionStore:
     """Sessions keyed by video, least recently used evicted beyond `max_sessions`, idle ones after `ttl_s`.
 
     A session restarts when the frame number does not increase (a rollback, or still
-    images that all arrive as frame 0) or when the frame size changes.
+    images that all arrive as frame 0) or when the frame size changes. Not thread-safe:
+    its user serializes calls (the video step holds its own lock around every batch).
     """
 
     def __init__(
@@ -264,7 +264,6 @@ class SessionStore:
         # next free id of videos whose session was dropped: a video that comes back never
         # sees an old id again (ints only, the oldest forgotten beyond MAX_REMEMBERED_VIDEOS)
         self._next_ids: "OrderedDict[Hashable, int]" = OrderedDict()
-        self.lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._sessions)
