@@ -27,8 +27,12 @@ EXAMPLES = REPO / "example_workflows"
 TINY_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
-def build_random_checkpoint(path: Path, seed: int = 0, version: str = "hiera_tiny") -> Path:
-    """Real SAM 2.1 architecture, random weights (fixed seed), official format."""
+def build_random_checkpoint(path: Path, seed: int = 0, version: str = "hiera_tiny", object_bias: Optional[float] = None) -> Path:
+    """Real SAM 2.1 architecture, random weights (fixed seed), official format.
+
+    `object_bias` fixes the object-score head's output (+: every object present on every frame,
+    −: every object absent), for tests of track lifetimes.
+    """
     from sam_block.runtime.models import build_model
     from sam_block.runtime.variants import get_variant
 
@@ -42,6 +46,9 @@ def build_random_checkpoint(path: Path, seed: int = 0, version: str = "hiera_tin
             state[key] *= 20
         if key.startswith("sam_mask_decoder.iou_prediction_head.layers.2."):
             state[key] *= 5
+    if object_bias is not None:
+        state["sam_mask_decoder.pred_obj_score_head.layers.2.weight"].zero_()
+        state["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(object_bias)
     torch.save({"model": state}, path)
     return path
 

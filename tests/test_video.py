@@ -14,30 +14,10 @@ import pytest
 import supervision as sv
 import torch
 
-from tests.conftest import load_example
+from tests.conftest import build_random_checkpoint, load_example
 from tests.video_support import build_meta_video_predictor, make_clip, mask_iou, meta_track, write_jpegs
 
 PARITY_IOU = 0.995
-
-
-def _checkpoint_with(path: Path, seed: int, object_bias: float = None) -> Path:
-    """Demo architecture, random weights with spread logits (like conftest's builder), optionally a
-    fixed object-score bias (+: every object present, −: every object absent)."""
-    from sam_block.runtime.models import build_model
-    from sam_block.runtime.variants import get_variant
-
-    torch.manual_seed(seed)
-    state = build_model(get_variant("demo")).state_dict()
-    for key in state:
-        if key.startswith("sam_mask_decoder.output_hypernetworks_mlps.") and ".layers.2." in key:
-            state[key] *= 20
-        if key.startswith("sam_mask_decoder.iou_prediction_head.layers.2."):
-            state[key] *= 5
-    if object_bias is not None:
-        state["sam_mask_decoder.pred_obj_score_head.layers.2.weight"].zero_()
-        state["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(object_bias)
-    torch.save({"model": state}, path)
-    return path
 
 
 def _load(path: Path):
@@ -51,17 +31,17 @@ def _load(path: Path):
 
 @pytest.fixture(scope="module")
 def random_demo(tmp_path_factory):
-    return _checkpoint_with(tmp_path_factory.mktemp("video_ckpt") / "random_demo.pt", seed=3)
+    return build_random_checkpoint(tmp_path_factory.mktemp("video_ckpt") / "random_demo.pt", seed=3, version="demo")
 
 
 @pytest.fixture(scope="module")
 def present_demo(tmp_path_factory):
-    return _checkpoint_with(tmp_path_factory.mktemp("video_ckpt") / "present_demo.pt", seed=4, object_bias=5.0)
+    return build_random_checkpoint(tmp_path_factory.mktemp("video_ckpt") / "present_demo.pt", seed=4, version="demo", object_bias=5.0)
 
 
 @pytest.fixture(scope="module")
 def absent_demo(tmp_path_factory):
-    return _checkpoint_with(tmp_path_factory.mktemp("video_ckpt") / "absent_demo.pt", seed=5, object_bias=-5.0)
+    return build_random_checkpoint(tmp_path_factory.mktemp("video_ckpt") / "absent_demo.pt", seed=5, version="demo", object_bias=-5.0)
 
 
 def _image(frame, video="v", number=0):
@@ -181,7 +161,6 @@ def test_tracker_matches_meta_on_random_hiera_tiny_weights(tmp_path):
     from sam_block.runtime.sessions import BoxPrompt, TrackerSettings, VideoSession
     from sam_block.runtime.tracker import VideoTracker
     from sam_block.runtime.variants import get_variant
-    from tests.support import build_random_checkpoint
 
     checkpoint = build_random_checkpoint(tmp_path / "tiny.pt", seed=1)
     frames, boxes = make_clip(frames=4, objects=2, seed=13)
