@@ -6,6 +6,7 @@ changes no environment variable and no torch setting.
   ``SAM2ImagePredictor`` / ``SAM2AutomaticMaskGenerator`` parity);
 - :func:`make_scene`, :func:`detections`, :func:`mask_iou`: inputs and a comparison;
 - :func:`load_example`, :func:`run_workflow`: the example workflows through the real engine;
+  :func:`runtime_chosen_workflow`, :func:`passed_through_workflow`: values the manifest cannot check;
 - :class:`FileServer`: a loopback HTTP server of named byte payloads (a checkpoint mirror).
 """
 
@@ -118,6 +119,25 @@ def runtime_chosen_workflow(step: dict, fmt: str) -> dict:
             lower("fmt"),
             {**step, "images": "$inputs.image", "boxes": "$inputs.boxes", "version": "$steps.model.output",
              "output_format": "$steps.fmt.output"},  # fmt: skip
+        ],
+        "outputs": [{"type": "JsonField", "name": "predictions", "selector": f"$steps.{step['name']}.predictions"}],
+    }
+
+
+def passed_through_workflow(step: dict, field: str) -> dict:
+    """A workflow whose `step` (type and name, plus any fixed fields) reads images and boxes from
+    the inputs and `field` from input ``value`` passed through another step
+    (``first_non_empty_or_default``): any value reaches the step's ``run`` unchecked by its manifest."""
+    return {
+        "version": "1.0",
+        "inputs": [
+            {"type": "WorkflowImage", "name": "image"},
+            {"type": "WorkflowBatchInput", "name": "boxes", "kind": ["object_detection_prediction"]},
+            {"type": "WorkflowParameter", "name": "value"},
+        ],
+        "steps": [
+            {"type": "roboflow_core/first_non_empty_or_default@v1", "name": "passed", "data": ["$inputs.value"]},
+            {**step, "images": "$inputs.image", "boxes": "$inputs.boxes", field: "$steps.passed.output"},
         ],
         "outputs": [{"type": "JsonField", "name": "predictions", "selector": f"$steps.{step['name']}.predictions"}],
     }

@@ -10,7 +10,7 @@ import copy
 import pytest
 
 from tests.conftest import detections, load_example, make_scene, run_workflow
-from tests.support import runtime_chosen_workflow
+from tests.support import passed_through_workflow, runtime_chosen_workflow
 
 TYPE = "sam_block/segment_anything_2@v1"
 VIDEO_TYPE = "sam_block/segment_anything_2_video@v1"
@@ -155,6 +155,37 @@ def test_bad_values_computed_at_run_time_are_client_caused_400s(inputs, inner, w
     error = raised.value
     assert error.status_code == 400 and type(error.inner_error).__name__ == inner
     assert words in error.public_message and error.block_id == TYPE
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("threshold", "high", "threshold='high' is not a number: use a number from 0 to 1."),
+        ("threshold", float("nan"), "threshold=nan: use a number from 0 to 1."),  # was: every mask silently dropped
+        ("threshold", 1.5, "threshold=1.5: use a number from 0 to 1."),
+        ("keypoint_confidence", True, "keypoint_confidence=True is not a number: use a number from 0 to 1."),
+        ("points_per_side", 2.5, "points_per_side=2.5: use a whole number from 1 to 128."),
+        ("points_per_batch", 0, "points_per_batch=0: use a whole number from 1 to 1024."),
+        ("min_mask_area", -1, "min_mask_area=-1: use a whole number ≥ 0."),
+        ("stability_score_thresh", float("inf"), "stability_score_thresh=inf: use a number from 0 to 1."),
+    ],
+)
+def test_bad_numbers_from_other_steps_are_400s_naming_the_field_and_the_range(field, value, message):
+    from roboflow_workflows.errors import ClientCausedStepExecutionError
+
+    definition = passed_through_workflow({"type": TYPE, "name": "sam", "version": "demo"}, field)
+    with pytest.raises(ClientCausedStepExecutionError) as raised:
+        run_workflow(definition, image=make_scene(), boxes=[detections([[30, 40, 190, 210]])], value=value)
+    assert raised.value.status_code == 400 and raised.value.public_message == message
+    assert type(raised.value.inner_error).__name__ == "InvalidParameterError"
+
+
+def test_good_numbers_from_other_steps_are_used_as_given():
+    definition = passed_through_workflow({"type": TYPE, "name": "sam", "version": "demo"}, "threshold")
+    boxes = [detections([[30, 40, 190, 210]])]
+    [kept] = run_workflow(definition, image=make_scene(), boxes=boxes, value=0.0)
+    [dropped] = run_workflow(definition, image=make_scene(), boxes=boxes, value=1.0)  # no mask scores above 1
+    assert len(kept["predictions"]) == 1 and len(dropped["predictions"]) == 0
 
 
 def test_an_unusable_image_is_the_clients_fault():

@@ -519,3 +519,25 @@ def test_bad_values_from_other_steps_are_client_errors_naming_the_field(field, v
         engine.run(runtime_parameters={"image": [_image(frames[0])], "boxes": [_boxes(truth[0])], "version": "demo", "bad": value})
     for word in words:
         assert word in str(caught.value.public_message), caught.value.public_message
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("threshold", float("nan"), "threshold=nan: use a number from 0 to 1."),
+        ("prompt_interval", 0, "prompt_interval=0: use a whole number ≥ 1."),
+        ("lost_after", 2.5, "lost_after=2.5: use a whole number ≥ 1."),
+        ("match_iou", "close", "match_iou='close' is not a number: use a number from 0 to 1."),
+        ("max_tracks", True, "max_tracks=True is not a number: use a whole number ≥ 1."),
+    ],
+)
+def test_bad_numbers_from_other_steps_are_400s_naming_the_field_and_the_range(field, value, message):
+    """The same guard as the image step's (blocks.common.number), on the tracker's numeric fields."""
+    from inference.core.workflows.errors import ClientCausedStepExecutionError
+    from tests.support import passed_through_workflow, run_workflow
+
+    frames, truth = make_clip(frames=1, objects=1, seed=14)
+    definition = passed_through_workflow({"type": "sam_block/segment_anything_2_video@v1", "name": "tracker", "version": "demo"}, field)
+    with pytest.raises(ClientCausedStepExecutionError) as caught:
+        run_workflow(definition, image=[_image(frames[0])], boxes=[_boxes(truth[0])], value=value)
+    assert caught.value.status_code == 400 and caught.value.public_message == message

@@ -9,8 +9,9 @@ they share (outputs, engine range, discovery hooks); their ``run`` methods use
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Type, TypeVar, Union
 
 import numpy as np
 import supervision as sv
@@ -41,6 +42,8 @@ from roboflow_workflows.prototypes.block import (
 from sam_block.errors import ClientInputError, InvalidParameterError
 from sam_block.rle import OUTPUT_FORMATS
 from sam_block.runtime.variants import get_variant
+
+Number = TypeVar("Number", int, float)
 
 # Who provides the checkpoint a step depends on: sam_block resolves it (SAM_BLOCK_CHECKPOINT_DIR,
 # downloaded from Meta once, or bundled for `demo`), not Roboflow's model registry.
@@ -156,6 +159,50 @@ def check_output_format(output_format: str) -> None:
     reaches ``run`` unchecked and is checked here (a client error)."""
     if output_format not in OUTPUT_FORMATS:
         raise InvalidParameterError(f"output_format={output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
+
+
+def number(
+    name: str,
+    value,
+    kind: Type[Number] = float,
+    minimum: Optional[Union[int, float]] = None,
+    maximum: Optional[Union[int, float]] = None,
+) -> Number:
+    """`value` of field `name` as `kind` (``int`` or ``float``) within ``minimum``…``maximum``.
+
+    A literal is checked by the manifest; a value computed by another step reaches ``run``
+    unchecked and is checked here: anything that is not a finite number (a bool, NaN, text
+    that is no number), a fraction where a whole number is meant, or a value out of range is
+    an :class:`~sam_block.errors.InvalidParameterError` (a client error) naming the field and
+    the value.
+
+    Example:
+        >>> number("threshold", "0.5", float, 0, 1), number("lost_after", 15.0, int, 1)
+        (0.5, 15)
+        >>> number("points_per_side", 2.5, int, 1, 128)
+        Traceback (most recent call last):
+        ...
+        sam_block.errors.InvalidParameterError: points_per_side=2.5: use a whole number from 1 to 128.
+    """
+    if minimum is not None and maximum is not None:
+        bounds = f" from {minimum} to {maximum}"
+    elif minimum is not None:
+        bounds = f" ≥ {minimum}"
+    else:
+        bounds = "" if maximum is None else f" ≤ {maximum}"
+    fix = f"use a {'whole number' if kind is int else 'number'}{bounds}."
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError(value)
+        as_float = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidParameterError(f"{name}={value!r} is not a number: {fix}") from None
+    if not math.isfinite(as_float) or (kind is int and not as_float.is_integer()):
+        raise InvalidParameterError(f"{name}={value!r}: {fix}")
+    result = kind(as_float)
+    if (minimum is not None and result < minimum) or (maximum is not None and result > maximum):
+        raise InvalidParameterError(f"{name}={value!r}: {fix}")
+    return result
 
 
 class SamStepManifest(WorkflowBlockManifest):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, List, Literal, Optional, Type, Union
 
 import numpy as np
@@ -23,12 +24,7 @@ from roboflow_workflows.execution_engine.entities.types import (
     Selector,
 )
 from roboflow_workflows.prototypes.block import BlockResult, WorkflowBlock, WorkflowBlockManifest
-from sam_block.blocks.common import (  # attach_engine_metadata: re-exported, its old import path
-    SamStepManifest,
-    attach_engine_metadata,
-    check_output_format,
-    client_errors_as_4xx,
-)
+from sam_block.blocks.common import SamStepManifest, attach_engine_metadata, check_output_format, client_errors_as_4xx, number
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
@@ -37,11 +33,13 @@ from sam_block.runtime.device import resolve_device
 from sam_block.runtime.everything import EverythingParams, segment_everything
 from sam_block.runtime.masks import CroppedMasks
 from sam_block.runtime.models import MODELS
-from sam_block.runtime.predictor import ImageEmbedding, Sam2Predictor
+from sam_block.runtime.predictor import Sam2Predictor
 
 TYPE_IDENTIFIER = "sam_block/segment_anything_2@v1"
 EVERYTHING_NMS_IOU = 0.7  # masks whose boxes overlap more than this are duplicates
 ADVANCED = {"advanced": True, "group": "Segment everything (no boxes)"}
+MAX_POINTS_PER_SIDE = 128
+MAX_POINTS_PER_BATCH = 1024
 
 LONG_DESCRIPTION = """
 Turn every box of an upstream detector into a precise segmentation mask with
@@ -137,14 +135,14 @@ class BlockManifest(SamStepManifest):
         "starting point to refine (on), or only its box (off).",
         examples=[False, "$inputs.use_mask_prompts"],
     )
-    points_per_side: Union[Annotated[int, Field(ge=1, le=128)], Selector(kind=[INTEGER_KIND])] = Field(
+    points_per_side: Union[Annotated[int, Field(ge=1, le=MAX_POINTS_PER_SIDE)], Selector(kind=[INTEGER_KIND])] = Field(
         default=32,
         description="Segment everything: the grid of prompt points has this many points per side "
         "(32 → 1024 points). More finds smaller objects but takes longer.",
         examples=[32, "$inputs.points_per_side"],
         json_schema_extra=ADVANCED,
     )
-    points_per_batch: Union[Annotated[int, Field(ge=1, le=1024)], Selector(kind=[INTEGER_KIND])] = Field(
+    points_per_batch: Union[Annotated[int, Field(ge=1, le=MAX_POINTS_PER_BATCH)], Selector(kind=[INTEGER_KIND])] = Field(
         default=64,
         description="Segment everything: how many grid points are decoded together. Higher is "
         "faster on a GPU but needs more memory.",
@@ -206,82 +204,94 @@ class SegmentAnything2BlockV1(WorkflowBlock):
     ) -> BlockResult:
         with client_errors_as_4xx(TYPE_IDENTIFIER):
             check_output_format(output_format)
+            options = SegmentOptions(
+                threshold=number("threshold", threshold, float, 0, 1),
+                output_format=output_format,
+                multimask_output=bool(multimask_output),
+                keypoint_confidence=number("keypoint_confidence", keypoint_confidence, float, 0, 1),
+                use_mask_prompts=bool(use_mask_prompts),
+                everything=EverythingParams(
+                    points_per_side=number("points_per_side", points_per_side, int, 1, MAX_POINTS_PER_SIDE),
+                    points_per_batch=number("points_per_batch", points_per_batch, int, 1, MAX_POINTS_PER_BATCH),
+                    pred_iou_thresh=number("pred_iou_thresh", pred_iou_thresh, float, 0, 1),
+                    stability_score_thresh=number("stability_score_thresh", stability_score_thresh, float, 0, 1),
+                    box_nms_thresh=EVERYTHING_NMS_IOU,
+                    min_mask_area=number("min_mask_area", min_mask_area, int, 0),
+                ),
+            )
             predictor = MODELS.predictor(version, resolve_device())
             rgb_images = [to_rgb_uint8(image.numpy_image, channel_order="bgr") for image in images]
             if boxes is None:
-                return self._everything(predictor, images, rgb_images, points_per_side, points_per_batch, pred_iou_thresh,
-                                        stability_score_thresh, min_mask_area, threshold, output_format)
-            return self._boxes(predictor, images, rgb_images, boxes, threshold, multimask_output, keypoint_confidence,
-                               use_mask_prompts, output_format)
-
-    @staticmethod
-    def _everything(predictor, images, rgb_images, points_per_side, points_per_batch, pred_iou_thresh,
-                    stability_score_thresh, min_mask_area, threshold, output_format) -> BlockResult:
-        params = EverythingParams(
-            points_per_side=int(points_per_side),
-            points_per_batch=int(points_per_batch),
-            pred_iou_thresh=float(pred_iou_thresh),
-            stability_score_thresh=float(stability_score_thresh),
-            box_nms_thresh=EVERYTHING_NMS_IOU,
-            min_mask_area=int(min_mask_area),
-        )
-        embeddings = predictor.encode_many(rgb_images)
-        return [
-            {"predictions": _everything(predictor, image, embedding, params, float(threshold), output_format)}
-            for image, embedding in zip(images, embeddings)
-        ]
-
-    @staticmethod
-    def _boxes(predictor, images, rgb_images, boxes, threshold, multimask_output, keypoint_confidence,
-               use_mask_prompts, output_format) -> BlockResult:
-        prompted = [
-            detections_to_prompts(
-                upstream if upstream is not None else sv.Detections.empty(),
-                rgb.shape[:2],
-                float(keypoint_confidence),
-                bool(use_mask_prompts),
-            )
-            for rgb, upstream in zip(rgb_images, boxes)
-        ]
-        needed = [i for i, (prompts, _) in enumerate(prompted) if len(prompts)]
-        embeddings = dict(zip(needed, predictor.encode_many([rgb_images[i] for i in needed])))
-        results = []
-        for i, (image, rgb, (prompts, provenance)) in enumerate(zip(images, rgb_images, prompted)):
-            prediction = predictor.predict(embeddings[i], prompts, bool(multimask_output)) if i in embeddings else None
-            parent_id = [image.parent_metadata.parent_id if pid is None else str(pid) for pid in provenance.parent_id]
-            detections = masks_to_detections(
-                masks=prediction.masks if prediction else CroppedMasks.empty(rgb.shape[:2]),
-                scores=prediction.scores if prediction else np.zeros(0, dtype=np.float32),
-                class_id=provenance.class_id,
-                class_name=provenance.class_name,
-                parent_id=parent_id,
-                threshold=float(threshold),
-                stability_score=prediction.stability_scores if prediction else None,
-                output_format=output_format,
-            )
-            results.append({"predictions": attach_engine_metadata(detections, image)})
-        return results
+                return _segment_everything(predictor, images, rgb_images, options)
+            return _segment_boxes(predictor, images, rgb_images, boxes, options)
 
 
-def _everything(
+@dataclass(frozen=True)
+class SegmentOptions:
+    """The step's parameters once checked (values computed by other steps included)."""
+
+    threshold: float
+    output_format: str
+    multimask_output: bool
+    keypoint_confidence: float
+    use_mask_prompts: bool
+    everything: EverythingParams
+
+
+def _segment_boxes(
     predictor: Sam2Predictor,
-    image: WorkflowImageData,
-    embedding: ImageEmbedding,
-    params: EverythingParams,
-    threshold: float,
-    output_format: str = DEFAULT_OUTPUT_FORMAT,
-) -> sv.Detections:
-    result = segment_everything(predictor, embedding, params)
-    keep = result.scores >= threshold  # before numbering, so ids stay 0…N−1
-    ids = np.arange(int(keep.sum()))
-    detections = masks_to_detections(
-        masks=result.masks.select(keep),
-        scores=result.scores[keep],
-        class_id=ids,
-        class_name=[str(i) for i in ids],
-        parent_id=[image.parent_metadata.parent_id] * len(ids),
-        stability_score=result.stability_scores[keep],
-        output_format=output_format,
-    )
-    return attach_engine_metadata(detections, image)
+    images: Batch[WorkflowImageData],
+    rgb_images: List[np.ndarray],
+    boxes: Batch[Optional[sv.Detections]],
+    options: SegmentOptions,
+) -> BlockResult:
+    """One mask per usable upstream box (keypoints and masks as extra prompts), per image."""
+    prompted = [
+        detections_to_prompts(
+            upstream if upstream is not None else sv.Detections.empty(),
+            rgb.shape[:2],
+            options.keypoint_confidence,
+            options.use_mask_prompts,
+        )
+        for rgb, upstream in zip(rgb_images, boxes)
+    ]
+    needed = [i for i, (prompts, _) in enumerate(prompted) if len(prompts)]
+    embeddings = dict(zip(needed, predictor.encode_many([rgb_images[i] for i in needed])))
+    results = []
+    for i, (image, rgb, (prompts, provenance)) in enumerate(zip(images, rgb_images, prompted)):
+        prediction = predictor.predict(embeddings[i], prompts, options.multimask_output) if i in embeddings else None
+        parent_id = [image.parent_metadata.parent_id if pid is None else str(pid) for pid in provenance.parent_id]
+        detections = masks_to_detections(
+            masks=prediction.masks if prediction else CroppedMasks.empty(rgb.shape[:2]),
+            scores=prediction.scores if prediction else np.zeros(0, dtype=np.float32),
+            class_id=provenance.class_id,
+            class_name=provenance.class_name,
+            parent_id=parent_id,
+            threshold=options.threshold,
+            stability_score=prediction.stability_scores if prediction else None,
+            output_format=options.output_format,
+        )
+        results.append({"predictions": attach_engine_metadata(detections, image)})
+    return results
 
+
+def _segment_everything(
+    predictor: Sam2Predictor, images: Batch[WorkflowImageData], rgb_images: List[np.ndarray], options: SegmentOptions
+) -> BlockResult:
+    """Every distinct object of each image, largest first, numbered 0…N−1 after the threshold."""
+    results = []
+    for image, embedding in zip(images, predictor.encode_many(rgb_images)):
+        result = segment_everything(predictor, embedding, options.everything)
+        keep = result.scores >= options.threshold  # before numbering, so ids stay 0…N−1
+        ids = np.arange(int(keep.sum()))
+        detections = masks_to_detections(
+            masks=result.masks.select(keep),
+            scores=result.scores[keep],
+            class_id=ids,
+            class_name=[str(i) for i in ids],
+            parent_id=[image.parent_metadata.parent_id] * len(ids),
+            stability_score=result.stability_scores[keep],
+            output_format=options.output_format,
+        )
+        results.append({"predictions": attach_engine_metadata(detections, image)})
+    return results

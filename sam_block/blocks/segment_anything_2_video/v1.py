@@ -32,8 +32,8 @@ from sam_block.blocks.common import (
     client_errors_as_4xx,
     local_model_restrictions,
     model_work_operations,
+    number,
 )
-from sam_block.errors import InvalidParameterError
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
@@ -187,13 +187,13 @@ class SegmentAnything2VideoBlockV1(WorkflowBlock):
         with client_errors_as_4xx(TYPE_IDENTIFIER):
             check_output_format(output_format)
             settings = TrackerSettings(
-                prompt_mode,
-                _number("prompt_interval", prompt_interval, int),
-                _number("match_iou", match_iou, float),
-                _number("lost_after", lost_after, int),
-                _number("max_tracks", max_tracks, int),
+                prompt_mode=prompt_mode,
+                prompt_interval=number("prompt_interval", prompt_interval, int, 1),
+                match_iou=number("match_iou", match_iou, float, 0, 1),
+                lost_after=number("lost_after", lost_after, int, 1),
+                max_tracks=number("max_tracks", max_tracks, int, 1),
             )
-            threshold = _number("threshold", threshold, float)
+            threshold = number("threshold", threshold, float, 0, 1)
             upstream = list(boxes) if boxes is not None else [None] * len(images)
             with self._lock:
                 store = self._store(version)
@@ -240,17 +240,6 @@ class SegmentAnything2VideoBlockV1(WorkflowBlock):
             },
         )
         return attach_engine_metadata(detections, image)
-
-
-def _number(name: str, value, kind):
-    """`value` as `kind` (int or float), or an error naming the field and the value."""
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"{name}={value!r} is not a number.") from None
-    if kind is int and isinstance(value, float) and not value.is_integer():
-        raise InvalidParameterError(f"{name}={value!r}: use a whole number.")
-    return number
 
 
 def _box_prompts(upstream: Optional[sv.Detections], size, image: WorkflowImageData) -> Optional[List[BoxPrompt]]:
