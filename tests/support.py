@@ -151,7 +151,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 class _FileHandler(http.server.BaseHTTPRequestHandler):
     server: "FileServer"
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         payload = self.server.files.get(self.path)
         if payload is None:
             self.send_error(404)

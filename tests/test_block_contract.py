@@ -190,6 +190,7 @@ def test_good_numbers_from_other_steps_are_used_as_given():
 
 def test_an_unusable_image_is_the_clients_fault():
     import numpy as np
+
     from roboflow_workflows.errors import ClientCausedStepExecutionError
 
     nan_image = np.full((20, 30, 3), np.nan, dtype=np.float32)

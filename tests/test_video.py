@@ -426,7 +426,6 @@ def test_rle_output_serializes_each_tracked_mask_exactly_with_its_tracker_id():
     """output_format: rle — the engine's JSON (what HTTP clients and `sam-block run` get) holds every
     tracked mask as COCO RLE that decodes bit for bit to the in-process mask, with its tracker_id."""
     from inference.core.workflows.execution_engine.core import ExecutionEngine
-
     from sam_block.rle import decode_rle
 
     frames, truth = make_clip(frames=3, objects=2, seed=12)

@@ -15,16 +15,22 @@ from roboflow_workflows.execution_engine.entities.types import (
     FLOAT_ZERO_TO_ONE_KIND,
     IMAGE_KIND,
     INSTANCE_SEGMENTATION_PREDICTION_KIND,
+    INTEGER_KIND,
     KEYPOINT_DETECTION_PREDICTION_KIND,
     OBJECT_DETECTION_PREDICTION_KIND,
     STRING_KIND,
-    INTEGER_KIND,
     FloatZeroToOne,
     ImageInputField,
     Selector,
 )
 from roboflow_workflows.prototypes.block import BlockResult, WorkflowBlock, WorkflowBlockManifest
-from sam_block.blocks.common import SamStepManifest, attach_engine_metadata, check_output_format, client_errors_as_4xx, number
+from sam_block.blocks.common import (
+    SamStepManifest,
+    attach_engine_metadata,
+    check_output_format,
+    client_errors_as_4xx,
+    number,
+)
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
