@@ -103,6 +103,10 @@ class Sam2Predictor:
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         return (tensor - mean) / std
 
+    def cached_embedding(self, digest: str) -> Optional[ImageEmbedding]:
+        """The cached embedding of the image whose :func:`image_digest` is `digest`, or ``None``."""
+        return self.cache.get((self.model_key, digest)) if self.cache is not None else None
+
     def encode(self, image_rgb: np.ndarray) -> ImageEmbedding:
         """Image embedding of one RGB image (from the cache when this image was seen)."""
         return self.encode_many([image_rgb])[0]
@@ -182,13 +186,17 @@ class Sam2Predictor:
         points = self._prompt_points(prompts, embedding.original_size)
         encoder = self.model.sam_prompt_encoder
         with self._autocast():
-            if prompts.mask_inputs is None:
+            if prompts.mask_inputs is None and prompts.mask_logits is None:
                 sparse, dense = encoder(points=points, boxes=None, masks=None)
             else:
-                mask_input = mask_prompt_logits(prompts.mask_inputs, encoder.mask_input_size).to(self.device)
+                if prompts.mask_logits is not None:
+                    mask_input = torch.as_tensor(np.asarray(prompts.mask_logits, dtype=np.float32)[:, None], device=self.device)
+                else:
+                    mask_input = mask_prompt_logits(prompts.mask_inputs, encoder.mask_input_size).to(self.device)
                 sparse, dense = encoder(points=points, boxes=None, masks=mask_input)
                 _, no_mask_dense = encoder(points=(points[0][:1], points[1][:1]), boxes=None, masks=None)
-                valid = torch.as_tensor(np.asarray(prompts.mask_valid, dtype=bool), device=self.device)
+                valid = np.ones(len(prompts), bool) if prompts.mask_valid is None else np.asarray(prompts.mask_valid, bool)
+                valid = torch.as_tensor(valid, device=self.device)
                 dense = torch.where(valid.view(-1, 1, 1, 1), dense, no_mask_dense)
             low_res, iou, _, _ = self.model.sam_mask_decoder(
                 image_embeddings=embedding.image_embed,
