@@ -244,11 +244,9 @@ def _effective_custom_python(security: ServerSecurity) -> bool:
 def include_routers(app, modules: Iterable[str]) -> None:
     """Include each module's ``router`` and move its routes in front of inference's routes."""
     for name in modules:
-        before = len(app.router.routes)
-        app.include_router(importlib.import_module(name).router)
-        added = app.router.routes[before:]
-        del app.router.routes[before:]
-        app.router.routes[0:0] = added
+        # the router's own routes, not app.include_router: FastAPI 0.141 adds that as one path-less
+        # `_IncludedRouter` entry, on which inference's prometheus middleware fails (every request a 500)
+        app.router.routes[0:0] = list(importlib.import_module(name).router.routes)
 
 
 def build_app(working_dir: Optional[Path] = None, security: Optional[ServerSecurity] = None, routers=None):
@@ -276,6 +274,9 @@ def build_app(working_dir: Optional[Path] = None, security: Optional[ServerSecur
     app = HttpInterface(model_manager).app
     # routes of our own: modules with a `router` (ROUTER_MODULES), then modules' install(app, ...) calls
     include_routers(app, ROUTER_MODULES if routers is None else routers)
+    from sam_block.server import sam2_api  # /sam2/embed_image, /sam2/segment_image: replace inference's
+
+    sam2_api.install(app)
     policy = replace(security.policy, allow_custom_python=allow_custom_python)
     app.add_middleware(SecurityMiddleware, policy=policy)  # added last: the outermost layer, around every route
     app.state.sam_block_policy = policy
