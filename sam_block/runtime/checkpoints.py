@@ -1,8 +1,9 @@
 """Find, download and safely load SAM 2 checkpoints.
 
 Checkpoints live in ``SAM_BLOCK_CHECKPOINT_DIR`` (default ``~/.cache/sam_block``)
-under their official file names. A missing file is downloaded from Meta's public
-URL unless ``SAM_BLOCK_OFFLINE=1``: into a temporary file that is verified (it loads
+under their official file names (files of Meta's Hugging Face repositories: in
+huggingface_hub's cache; registered files: where the registry says). A missing file is
+downloaded from Meta's public URL (or a registered URL) unless ``SAM_BLOCK_OFFLINE=1``: into a temporary file that is verified (it loads
 with ``weights_only=True`` as a state dict fitting the variant's architecture, and
 matches the variant's SHA-256 when one is known) before it is renamed into place.
 Files are loaded with ``torch.load(..., weights_only=True)``: no object is ever unpickled.
@@ -44,14 +45,38 @@ def checkpoint_dir() -> Path:
 
 
 def checkpoint_path(variant: Variant) -> Path:
-    """Where the checkpoint of `variant` is expected on disk (bundled ones: inside the package)."""
+    """Where the checkpoint of `variant` is, or is expected, on disk: bundled ones inside the
+    package, registered files where the registry says, Hugging Face ones in huggingface_hub's
+    cache (its snapshot file once fetched), the others in the checkpoint directory."""
     if variant.bundled:
         return Path(variant.bundled)
+    if variant.path:
+        return Path(variant.path)
+    if variant.hf_repo:
+        return _hf_cached(variant) or _hf_cache_dir() / f"models--{variant.hf_repo.replace('/', '--')}" / variant.filename
     return checkpoint_dir() / variant.filename
 
 
 def is_offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _hf_cache_dir() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _hf_cached(variant: Variant) -> Optional[Path]:
+    """The file of a Hugging Face variant in huggingface_hub's cache, or None (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(variant.hf_repo, variant.filename)
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def _where(variant: Variant) -> str:
+    return f" (registered in {variant.registry})" if variant.registry else ""
 
 
 def _missing_message(variant: Variant, path: Path, reason: str) -> str:
@@ -61,26 +86,52 @@ def _missing_message(variant: Variant, path: Path, reason: str) -> str:
             f"Expected file: {path}, shipped with sam_block. To fix: reinstall sam_block, "
             f"or retrain it with `python -m sam_block.demo.train`."
         )
+    if variant.path:
+        return (
+            f"SAM 2 checkpoint for version {variant.name!r}{_where(variant)} is not available: {reason}. "
+            f"Expected file: {path}. To fix: put the file there or correct the entry's checkpoint."
+        )
+    if variant.hf_repo:
+        return (
+            f"SAM 2 checkpoint for version {variant.name!r}{_where(variant)} is not available: {reason}. "
+            f"Expected: {variant.filename} of the Hugging Face repository {variant.hf_repo} in the "
+            f"huggingface_hub cache {_hf_cache_dir()}. To fix: fetch it where the Hub (or the mirror "
+            f"HF_ENDPOINT names) is reachable, e.g. `hf download {variant.hf_repo} {variant.filename}`, "
+            f"with the same HF_HOME / HF_HUB_CACHE."
+        )
     url = variant.download_url()
     fix = f"download it from {url} and save it as {path}" if url else f"place the checkpoint file at {path}"
     return (
-        f"SAM 2 checkpoint for version {variant.name!r} is not available: {reason}. "
+        f"SAM 2 checkpoint for version {variant.name!r}{_where(variant)} is not available: {reason}. "
         f"Expected file: {path}. To fix: {fix} (or point {CHECKPOINT_DIR_ENV} at the "
         f"directory that holds {variant.filename})."
     )
+
+
+def local_checkpoint(variant: Variant) -> Optional[Path]:
+    """The checkpoint file of `variant` when it is on this machine now, else None (never downloads)."""
+    path = checkpoint_path(variant)
+    return path if path.is_file() else None
 
 
 def resolve_checkpoint(variant: Variant, progress: Optional[bool] = True) -> Path:
     """Return the path of `variant`'s checkpoint, downloading it if it is missing.
 
     `progress`: show a download bar (``None``: only when stderr is a terminal).
+    Hugging Face variants are fetched by ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE``,
+    ``HF_ENDPOINT``, its progress bar). A registered checkpoint with a ``sha256`` must have
+    that digest every time it is resolved.
 
     Raises:
         CheckpointMissingError: the file is absent and downloading is disabled or failed.
-        CheckpointCorruptError: the downloaded file is not `variant`'s checkpoint (it was deleted).
+        CheckpointCorruptError: the downloaded file is not `variant`'s checkpoint (it was deleted),
+            or a registered file does not have its registered digest.
     """
+    if variant.hf_repo:
+        return _resolve_from_hub(variant, progress)
     path = checkpoint_path(variant)
     if path.is_file():
+        _check_registered_digest(path, variant)
         return path
     url = variant.download_url()
     if url is None:
@@ -103,6 +154,63 @@ def resolve_checkpoint(variant: Variant, progress: Optional[bool] = True) -> Pat
             _missing_message(variant, path, f"the file does not exist and downloading failed: {download_failure(error, url)}")
         ) from error
     return path
+
+
+def _check_registered_digest(path: Path, variant: Variant) -> None:
+    expected = variant.expected_sha256() if variant.registry else None
+    if expected and (actual := sha256_of(path)) != expected:
+        raise CheckpointCorruptError(
+            f"Checkpoint {path} of SAM 2 version {variant.name!r}{_where(variant)} has SHA-256 {actual}, "
+            f"but the registry expects {expected}: the file changed or the entry is wrong; it was not loaded."
+        )
+
+
+def _resolve_from_hub(variant: Variant, progress: Optional[bool]) -> Path:
+    """`variant`'s file from huggingface_hub's cache, fetched by huggingface_hub when missing.
+
+    A fresh download is verified like ours (architecture, digest) before it is used;
+    huggingface_hub itself writes into its cache atomically and checks the Hub's digest.
+    """
+    from huggingface_hub import constants, hf_hub_download
+
+    cached = _hf_cached(variant)
+    if cached is not None:
+        _check_registered_digest(cached, variant)
+        return cached
+    hf_offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    if is_offline() or hf_offline:
+        flag = f"{OFFLINE_ENV}=1" if is_offline() else "HF_HUB_OFFLINE=1"
+        raise CheckpointMissingError(
+            _missing_message(variant, checkpoint_path(variant), f"it is not in the Hugging Face cache and {flag} forbids downloading")
+        )
+    try:
+        found = Path(
+            hf_hub_download(variant.hf_repo, variant.filename, tqdm_class=None if progress is not False else _silent_bar_class())
+        )
+    except Exception as error:  # offline, unreachable, no such repo or file, gated: all mean "not available"
+        detail = " ".join(str(error).split()) or type(error).__name__
+        raise CheckpointMissingError(
+            _missing_message(variant, checkpoint_path(variant), f"huggingface_hub could not fetch it ({type(error).__name__}: {detail[:300]})")
+        ) from error
+    try:
+        verify_checkpoint(found, variant)
+    except SamBlockError as error:
+        raise CheckpointCorruptError(
+            f"The file huggingface_hub fetched from {variant.hf_repo} for SAM 2 version {variant.name!r} "
+            f"({found}) was rejected: {error}. Remove it from the cache (`hf cache delete`) or correct the entry."
+        ) from error
+    return found
+
+
+def _silent_bar_class():
+    from tqdm.auto import tqdm
+
+    class SilentBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return SilentBar
 
 
 def download_failure(error: BaseException, url: str) -> str:

@@ -10,24 +10,40 @@ from typing import Dict, Tuple
 import torch
 
 from sam_block.runtime.architecture import build_model, config_path  # noqa: F401  (also importable from here)
+from sam_block.errors import CheckpointCorruptError
 from sam_block.runtime.checkpoints import load_state_dict, resolve_checkpoint
+from sam_block.runtime.registry import RegistryError
 from sam_block.runtime.variants import Variant, get_variant
 
 logger = logging.getLogger(__name__)
 COMPILE_ENV = "SAM_BLOCK_COMPILE"
 
 
+def _build(variant: Variant) -> torch.nn.Module:
+    """The architecture of `variant`; a registered config that builds no SAM 2 model is the registry's error."""
+    if not variant.registry:
+        return build_model(variant)
+    try:
+        return build_model(variant)
+    except Exception as error:
+        raise RegistryError(
+            f"{variant.registry}: entry {variant.name!r}: config {variant.config} does not build a SAM 2 model "
+            f"({type(error).__name__}: {' '.join(str(error).split())[:300]})"
+        ) from error
+
+
 def load_model(variant: Variant, device: torch.device) -> torch.nn.Module:
     """Build `variant` and load its checkpoint (downloaded if missing) onto `device`."""
     path = resolve_checkpoint(variant)
     state_dict = load_state_dict(path)
-    model = build_model(variant)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    model = _build(variant)
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:  # same names, other shapes
+        missing, unexpected = [], [" ".join(str(error).split())[:300]]
     if missing or unexpected:
-        from sam_block.errors import CheckpointCorruptError
-
         raise CheckpointCorruptError(
-            f"Checkpoint {path} does not fit SAM 2 version {variant.name!r}: "
+            f"Checkpoint {path} does not fit SAM 2 version {variant.name!r} (config {variant.config}): "
             f"{len(missing)} missing weights (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected weights (e.g. {unexpected[:3]}). "
             f"Is it the checkpoint of another version?"
@@ -48,16 +64,16 @@ class ModelRegistry:
     """
 
     def __init__(self) -> None:
-        self._models: Dict[Tuple[str, str], torch.nn.Module] = {}
-        self._locks: Dict[Tuple[str, str], threading.Lock] = {}
+        self._models: Dict[Tuple[Variant, str], torch.nn.Module] = {}
+        self._locks: Dict[Tuple[Variant, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
     def get(self, version: str, device: torch.device) -> torch.nn.Module:
-        key = (version, str(device))
+        variant = get_variant(version)  # refuses unknown names; a registered name may change its entry
+        key = (variant, str(device))
         model = self._models.get(key)
         if model is not None:
             return model
-        variant = get_variant(version)
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -71,7 +87,9 @@ class ModelRegistry:
         """A predictor over the shared model, whose embeddings share the process cache."""
         from sam_block.runtime.predictor import Sam2Predictor
 
-        return Sam2Predictor(self.get(version, device), model_key=f"{version}@{device}")
+        variant = get_variant(version)
+        key = f"{version}@{device}" if not variant.registry else f"{version}@{device}#{hash(variant) & 0xFFFFFFFF:08x}"
+        return Sam2Predictor(self.get(version, device), model_key=key)
 
     def clear(self) -> None:
         with self._guard:
