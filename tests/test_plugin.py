@@ -44,6 +44,7 @@ def test_engine_blocks_loader_lists_the_block():
 
 def test_manifest_binds_the_contracted_fields():
     from sam_block.blocks.segment_anything_2.v1 import BlockManifest
+    from sam_block.runtime.variants import BUILTIN_VERSIONS
 
     schema = BlockManifest.model_json_schema()
     properties = schema["properties"]
@@ -51,8 +52,9 @@ def test_manifest_binds_the_contracted_fields():
     box_kinds = {k["name"] for option in properties["boxes"]["anyOf"] for k in option.get("kind", [])}
     assert box_kinds == {"object_detection_prediction", "instance_segmentation_prediction", "keypoint_detection_prediction"}
     assert properties["version"]["default"] == "hiera_tiny"
-    versions = {v for option in properties["version"]["anyOf"] for v in option.get("enum", [])}
-    assert versions == {"hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large", "demo"}
+    versions = [v for option in properties["version"]["anyOf"] for v in option.get("enum", [])]
+    assert versions == list(BUILTIN_VERSIONS)  # offered to no-code builders; registered names are accepted too
+    assert {"hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large", "demo", "sam2_hiera_tiny", "facebook/sam2.1-hiera-large"} <= set(versions)
     assert properties["threshold"]["default"] == 0.0
     assert properties["multimask_output"]["default"] is True
     for field in ("boxes", "version", "threshold", "multimask_output"):

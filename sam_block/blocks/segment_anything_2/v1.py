@@ -31,6 +31,7 @@ from sam_block.blocks.common import (
     client_errors_as_4xx,
     number,
 )
+from sam_block.blocks.versions import VERSION_DEFAULT, VERSION_EXAMPLES, VersionField
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
@@ -107,14 +108,12 @@ class BlockManifest(SamStepManifest):
         examples=["$steps.object_detection_model.predictions"],
         json_schema_extra={"always_visible": True},
     )
-    version: Union[
-        Literal["hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large", "demo"],
-        Selector(kind=[STRING_KIND]),
-    ] = Field(
-        default="hiera_tiny",
+    version: VersionField = Field(
+        default=VERSION_DEFAULT,
         description="SAM 2.1 model size: hiera_tiny is fastest, hiera_large most accurate "
-        "(hiera_small and hiera_b_plus sit in between).",
-        examples=["hiera_tiny", "$inputs.sam_version"],
+        "(hiera_small and hiera_b_plus sit in between). Also SAM 2.0 (sam2_hiera_tiny ...), Meta's "
+        "Hugging Face ids (facebook/sam2.1-hiera-tiny ...) or a model the server's operator registered.",
+        examples=VERSION_EXAMPLES,
     )
     threshold: Union[FloatZeroToOne, Selector(kind=[FLOAT_ZERO_TO_ONE_KIND])] = Field(
         default=0.0,

@@ -34,6 +34,7 @@ from sam_block.blocks.common import (
     model_work_operations,
     number,
 )
+from sam_block.blocks.versions import VERSION_DEFAULT, VERSION_EXAMPLES, VersionField
 from sam_block.detections import masks_to_detections
 from sam_block.images import to_rgb_uint8
 from sam_block.prompts import detections_to_prompts
@@ -95,13 +96,12 @@ class BlockManifest(SamStepManifest):
         examples=["$steps.object_detection_model.predictions"],
         json_schema_extra={"always_visible": True},
     )
-    version: Union[
-        Literal["hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large", "demo"],
-        Selector(kind=[STRING_KIND]),
-    ] = Field(
-        default="hiera_tiny",
-        description="SAM 2.1 model size: hiera_tiny is fastest, hiera_large most accurate.",
-        examples=["hiera_tiny", "$inputs.sam_version"],
+    version: VersionField = Field(
+        default=VERSION_DEFAULT,
+        description="SAM 2.1 model size: hiera_tiny is fastest, hiera_large most accurate. Also SAM 2.0 "
+        "(sam2_hiera_tiny ...), Meta's Hugging Face ids (facebook/sam2.1-hiera-tiny ...) or a model the "
+        "server's operator registered.",
+        examples=VERSION_EXAMPLES,
     )
     prompt_mode: PromptMode = Field(
         default="first_frame",
