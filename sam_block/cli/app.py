@@ -13,7 +13,9 @@ from sam_block import __version__
 from sam_block.cli.commands import cmd_describe, cmd_download, cmd_run, cmd_segment
 from sam_block.cli.demo import cmd_demo
 from sam_block.cli.errors import CliError, root_message
+from sam_block.cli.models import cmd_models
 from sam_block.cli.track import add_track_parser
+from sam_block.runtime.variants import versions_help
 
 DESCRIPTION = """`sam-block`: run SAM 2 workflows on images and videos from the shell, offline.
 
@@ -90,12 +92,12 @@ Needs no network and no download."""
 def known_version(value: str) -> str:
     """``--model`` checked while parsing: an unknown version fails in a second, before
     inference is even imported."""
-    from sam_block.errors import UnknownVersionError
+    from sam_block.errors import SamBlockError
     from sam_block.runtime.variants import get_variant
 
     try:
         get_variant(value)
-    except UnknownVersionError as error:
+    except SamBlockError as error:  # unknown, or the registry file is broken
         raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
     return value
 
@@ -174,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image, video or folder")
     segment.add_argument("--boxes", type=Path, required=True, help="JSON file of boxes (see below)")
     segment.add_argument("--out", type=Path, required=True, help="output directory")
-    add_model_flags(segment, "hiera_tiny (default), hiera_small, hiera_b_plus, hiera_large, or the toy demo")
+    add_model_flags(segment, versions_help())
     segment.add_argument("--threshold", type=float, default=0.0, help="drop masks scored below this (0–1)")
     segment.add_argument("--single-mask", action="store_true", help="use SAM's single-mask output")
     progress_flags(segment)
@@ -202,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     describe.set_defaults(handler=cmd_describe)
 
     add_track_parser(commands, formatter, progress_flags, add_model_flags)
+
+    models = commands.add_parser(
+        "models",
+        help="list every SAM 2 version: config, file, where it comes from, present or not",
+        description="List the versions a workflow may name (built in, and registered in $SAM_BLOCK_MODELS) with "
+        "their config, where their checkpoint comes from (bundled, checkpoint dir, HF cache, registry), its file "
+        "and whether it is on this machine. Reads no network.",
+        formatter_class=formatter,
+    )
+    models.add_argument("--json", action="store_true", help="print the rows as JSON")
+    models.set_defaults(handler=cmd_models)
 
     demo = commands.add_parser(
         "demo",

@@ -20,6 +20,7 @@ import numpy as np
 
 from sam_block.cli.errors import CliError, root_message
 from sam_block.cli.inputs import VIDEO_SUFFIXES, UniqueStems, iter_frames, load_boxes, load_workflow, parse_params
+from sam_block.runtime.variants import versions_help
 
 VIDEO_STEP = "sam_block/segment_anything_2_video@v1"
 PROMPT_MODES = ("first_frame", "every_n_frames", "every_frame")
@@ -240,7 +241,7 @@ def add_track_parser(commands, formatter, progress_flags, add_model_flags) -> No
     source.add_argument("--boxes", type=Path, help="boxes of the first frame (JSON) or per frame (JSON lines)")
     source.add_argument("--workflow", type=Path, metavar="WORKFLOW.json", help="a workflow with the video step")
     track.add_argument("--out", type=Path, required=True, help="output directory")
-    add_model_flags(track, "with --boxes: the SAM 2 version, hiera_tiny (default), hiera_small, hiera_b_plus, hiera_large, or the toy demo")
+    add_model_flags(track, f"with --boxes: the SAM 2 version, {versions_help()}")
     track.add_argument("--prompt-mode", choices=PROMPT_MODES, default=None, help="with --boxes: when boxes prompt the tracker (default first_frame for a JSON file, every_frame for JSON lines)")
     track.add_argument("--prompt-interval", type=int, default=30, metavar="N", help="with --prompt-mode every_n_frames: every N frames (default 30)")
     track.add_argument("--every", type=int, default=1, metavar="N", help="track every N-th frame (default 1)")
