@@ -60,7 +60,7 @@ def test_plain_and_inference_box_formats_are_equivalent(tmp_path):
         (lambda d: (d / "nope.jpg", DATA / "scene_boxes.json"), "nope.jpg does not exist"),
         (lambda d: (DATA / "scene.jpg", d / "missing.json"), "missing.json does not exist"),
         (lambda d: (DATA / "scene.jpg", _write(d / "bad.json", "{not json")), "bad.json is not valid JSON"),
-        (lambda d: (DATA / "scene.jpg", _write(d / "odd.json", '[{"x1": 1}]')), "odd.json: a box is malformed"),
+        (lambda d: (DATA / "scene.jpg", _write(d / "odd.json", '[{"x1": 1}]')), "odd.json: box 0 misses 'y1', 'x2', 'y2'; expected"),
         (lambda d: (_write(d / "text.jpg", "hello"), DATA / "scene_boxes.json"), "text.jpg is not an image"),
     ],
 )
@@ -363,10 +363,156 @@ def test_download_shows_a_bar_only_on_a_terminal_unless_forced(mirror, capsys):
     assert "sam2.1_hiera_tiny.pt" in err and "100%" in err
 
 
-@pytest.mark.parametrize("flags, named", [(["--per-image", "p.json"], "--per-image"), (["--gpus-per-worker", "1"], "--gpus-per-worker")])
-def test_ray_only_flags_without_ray_are_refused_not_ignored(tmp_path, capsys, flags, named):
-    argv = ["run", str(REPO / "sam_block/workflows/boxes_to_masks.json"), str(DATA / "scene.jpg"), "--out", str(tmp_path), *flags]
+def test_ray_only_flags_without_ray_are_refused_not_ignored(tmp_path, capsys):
+    argv = ["run", str(REPO / "sam_block/workflows/boxes_to_masks.json"), str(DATA / "scene.jpg"), "--out", str(tmp_path), "--gpus-per-worker", "1"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and named in err and "--ray" in err
+    assert err.count("\n") == 1 and "--gpus-per-worker" in err and "--ray" in err
     assert not any(tmp_path.iterdir())  # refused before any work
+
+
+# --------------------------------------------------------------------------- run: nothing lost, exit codes that tell the truth
+
+BOXES_TO_MASKS = REPO / "sam_block/workflows/boxes_to_masks.json"
+
+
+def _box(scene, index, name="shape"):
+    x1, y1, x2, y2 = (float(v) for v in scene.boxes[index])
+    return {"x1": x1, "y1": y1, "x2": x2, "y2": y2, "class_name": name}
+
+
+@pytest.fixture
+def folder_with_a_corrupt_image(shapes, tmp_path):
+    directory, scene, biggest = shapes
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("a.png", "c.png"):
+        shutil.copy(directory / "scene.png", inputs / name)
+    (inputs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))  # a PNG signature, then garbage
+    (tmp_path / "boxes.json").write_text(json.dumps([_box(scene, biggest)]))
+    return inputs, tmp_path / "boxes.json"
+
+
+def test_plain_run_does_every_readable_input_and_lists_each_unreadable_one(folder_with_a_corrupt_image, tmp_path, capsys):
+    inputs, boxes = folder_with_a_corrupt_image
+    out = tmp_path / "out"
+    argv = ["run", str(BOXES_TO_MASKS), str(inputs), "--out", str(out), "--param", f"boxes=@{boxes}", "--param", "version=demo", "--no-progress"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    broken = inputs / "b.png"
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "c.json", "c.png", "coco.json", "failed.jsonl"]
+    assert [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines()] == [{"name": "b", "source": str(broken), "reason": f"{broken} is not an image OpenCV can read"}]
+    assert f"{broken}: failed: {broken} is not an image OpenCV can read" in captured.err  # named on stderr
+    assert f"1 input(s) failed, 2 done; reasons in {out / 'failed.jsonl'}" in captured.err and "Traceback" not in captured.err
+    assert "2 image(s), 2 mask(s)" in captured.out  # the summary line
+    assert [i["file_name"] for i in json.loads((out / "coco.json").read_text())["images"]] == [str(inputs / "a.png"), str(inputs / "c.png")]
+
+    shutil.copy(inputs / "a.png", broken)  # repaired: everything is processed, exit 0, no failed.jsonl left behind
+    assert main(argv) == 0
+    assert not (out / "failed.jsonl").exists() and "3 image(s), 3 mask(s)" in capsys.readouterr().out
+
+
+def test_run_exits_1_when_every_input_failed_and_2_on_a_setup_error(folder_with_a_corrupt_image, tmp_path, monkeypatch, capsys):
+    inputs, boxes = folder_with_a_corrupt_image
+    for name in ("a.png", "c.png"):
+        (inputs / name).write_text("not an image either")
+    argv = ["run", str(BOXES_TO_MASKS), str(inputs), "--param", f"boxes=@{boxes}", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--param", "version=demo"]) == 1
+    assert "0 image(s), 0 mask(s)" in capsys.readouterr().out
+    assert len((tmp_path / "out" / "failed.jsonl").read_text().splitlines()) == 3
+
+    shutil.copy(DATA / "scene.jpg", inputs / "a.png")  # readable, but the checkpoint is missing: every image would fail alike
+    monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path / "empty"))
+    assert main([*argv, "--out", str(tmp_path / "setup"), "--param", "version=hiera_small"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sam-block: error: {inputs / 'a.png'}: the workflow failed: SAM 2 checkpoint for version 'hiera_small'") and "sam2.1_hiera_small.pt" in err
+    assert err.count("\n") == 1 and not (tmp_path / "setup" / "failed.jsonl").exists()  # one line, not one failure per image
+
+
+def test_an_input_the_workflow_does_not_declare_is_refused_naming_it_and_the_inputs(tmp_path, capsys):
+    argv = ["run", str(BOXES_TO_MASKS), str(DATA / "scene.jpg"), "--out", str(tmp_path / "out"), "--param", "nosuch=1", "--param", "version=demo"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "sam-block: error: --param nosuch: the workflow has no input 'nosuch'; its inputs: image (the images), boxes (required), "
+        'version (default "hiera_tiny"), threshold (default 0.0), multimask_output (default true)\n'
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_required_input_says_how_to_pass_it(tmp_path, capsys):
+    assert main(["run", str(BOXES_TO_MASKS), str(DATA / "scene.jpg"), "--out", str(tmp_path / "out"), "--param", "version=demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sam-block: error: the workflow needs input 'boxes', which is not given: pass it with --param boxes=@FILE") and err.count("\n") == 1
+    assert "--per-image FILE" in err and not (tmp_path / "out").exists()
+
+
+def _as_predictions(box, image=None):
+    payload = {"predictions": [{"x": (box["x1"] + box["x2"]) / 2, "y": (box["y1"] + box["y2"]) / 2, "width": box["x2"] - box["x1"], "height": box["y2"] - box["y1"], "class": box["class_name"]}]}
+    return {**payload, "image": image} if image else payload
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda box: [box],  # the plain list, as `segment --boxes` takes it
+        lambda box: _as_predictions(box),  # inference's predictions, no image size
+        lambda box: _as_predictions(box, {"width": 256, "height": 256}),  # inference's full format
+        lambda box: [_as_predictions(box, {"width": 256, "height": 256})],  # the engine's batch of one image
+    ],
+    ids=["plain-list", "predictions", "predictions-with-image", "batch-of-one"],
+)
+def test_param_boxes_takes_every_format_segment_boxes_takes(shape, shapes, tmp_path, capsys):
+    directory, scene, biggest = shapes
+    box = _box(scene, biggest, "square")
+    (tmp_path / "boxes.json").write_text(json.dumps(shape(box)))
+    run = ["run", str(BOXES_TO_MASKS), str(directory / "scene.png"), "--out", str(tmp_path / "run"), "--param", f"boxes=@{tmp_path / 'boxes.json'}", "--param", "version=demo"]
+    assert main(run) == 0, capsys.readouterr().err
+    (tmp_path / "plain.json").write_text(json.dumps([box]))
+    assert main(["segment", str(directory / "scene.png"), "--boxes", str(tmp_path / "plain.json"), "--out", str(tmp_path / "segment"), "--model", "demo"]) == 0
+    ran = json.loads((tmp_path / "run" / "scene.json").read_text())["predictions"]["predictions"]
+    segmented = json.loads((tmp_path / "segment" / "scene.json").read_text())["predictions"]
+    assert [(p["class"], p["rle_mask"]) for p in ran] == [(p["class"], p["rle_mask"]) for p in segmented] and len(ran) == 1
+    assert json.loads((tmp_path / "run" / "coco.json").read_text())["annotations"] == json.loads((tmp_path / "segment" / "coco.json").read_text())["annotations"]
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ([{"x1": 1, "y1": 2}], "--param boxes: box 0 misses 'x2', 'y2'; expected inference's predictions {\"predictions\": [{\"x\": 60"),
+        ({"predictions": [{"x": 5, "y": 5, "w": 3, "h": 3}]}, "--param boxes: box 0 misses 'width', 'height'; expected"),
+        ({"boxes": []}, "--param boxes: an object of boxes needs 'predictions' (found 'boxes'); expected"),
+        ([{"x1": 1, "y1": 2, "x2": "far", "y2": 3}], "--param boxes: box 0: x2 is 'far', not a number"),
+        ([_as_predictions({"x1": 0, "y1": 0, "x2": 1, "y2": 1, "class_name": "a"})] * 2, "--param boxes: 2 entries, but it holds one image's boxes; for boxes per image use --per-image FILE"),
+    ],
+)
+def test_a_wrong_box_shape_names_the_missing_keys_and_the_expected_shape(value, expected, tmp_path, capsys):
+    (tmp_path / "boxes.json").write_text(json.dumps(value))
+    assert main(["run", str(BOXES_TO_MASKS), str(DATA / "scene.jpg"), "--out", str(tmp_path / "out"), "--param", f"boxes=@{tmp_path / 'boxes.json'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sam-block: error: {expected}") and err.count("\n") == 1, err
+    assert "x1" in err and "width" in err  # both shapes shown
+    assert not (tmp_path / "out").exists()
+
+
+def test_per_image_inputs_in_a_plain_run(shapes, tmp_path, capsys):
+    """Each image its own boxes (keyed by file name or stem, any box format); an image the file
+    does not list is a failure of that image, named, not of the run."""
+    directory, scene, _ = shapes
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        shutil.copy(directory / "scene.png", inputs / name)
+    per_image = {"a.png": {"boxes": [_box(scene, 0, "first")]}, "b": {"boxes": _as_predictions(_box(scene, 1, "second"))}}
+    (tmp_path / "per_image.json").write_text(json.dumps(per_image))
+    out = tmp_path / "out"
+    assert main(["run", str(BOXES_TO_MASKS), str(inputs), "--out", str(out), "--param", "version=demo", "--per-image", str(tmp_path / "per_image.json"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    classes = {stem: [p["class"] for p in json.loads((out / f"{stem}.json").read_text())["predictions"]["predictions"]] for stem in ("a", "b")}
+    assert classes == {"a": ["first"], "b": ["second"]}
+    [failed] = [json.loads(line) for line in (out / "failed.jsonl").read_text().splitlines()]
+    assert failed == {"name": "c", "source": str(inputs / "c.png"), "reason": "no 'boxes' for c: --per-image has no 'boxes' for it and no --param gives one"}
+    assert f"{inputs / 'c.png'}: failed:" in err
+
+    (tmp_path / "bad.json").write_text(json.dumps({"a.png": {"boxes": [{"x": 1}]}}))
+    assert main(["run", str(BOXES_TO_MASKS), str(inputs), "--out", str(tmp_path / "bad"), "--param", "version=demo", "--per-image", str(tmp_path / "bad.json")]) == 2
+    assert capsys.readouterr().err.startswith("sam-block: error: --per-image a.png: boxes: box 0 misses 'x1', 'y1', 'x2', 'y2'; expected")

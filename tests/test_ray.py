@@ -182,8 +182,18 @@ def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtim
     (tmp_path / "per_image.json").write_text(json.dumps(per_image))
     out = tmp_path / "out"
     workflow = REPO / "sam_block/workflows/boxes_to_masks.json"
-    code = main(["run", str(workflow), str(inputs), "--out", str(out), "--param", "version=demo", "--no-progress", "--ray", "--workers", "2", "--per-image", str(tmp_path / "per_image.json")])
-    assert code == 0
+    command = ["run", str(workflow), str(inputs), "--param", "version=demo", "--no-progress", "--per-image", str(tmp_path / "per_image.json")]
+    code = main([*command, "--out", str(out), "--ray", "--workers", "2"])
+    assert code == 1  # some input failed: listed, and the exit code says so
+
+    plain = tmp_path / "plain"  # the same job without Ray: the same files, the same failed.jsonl, the same exit code
+    assert main([*command, "--out", str(plain)]) == 1
+    assert (plain / FAILED_FILE).read_text() == (out / FAILED_FILE).read_text()
+    ray_coco, plain_coco = (json.loads((d / "coco.json").read_text()) for d in (out, plain))
+    assert ray_coco["images"] == plain_coco["images"] and ray_coco["categories"] == plain_coco["categories"]
+    for ours, theirs in zip(ray_coco["annotations"], plain_coco["annotations"], strict=True):  # the same masks; scores up to float
+        assert {k: v for k, v in ours.items() if k != "score"} == {k: v for k, v in theirs.items() if k != "score"}
+        assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)  # rounding (1 thread per actor)
 
     lines = [json.loads(line) for line in (out / FAILED_FILE).read_text().splitlines()]
     assert [(line["name"], line["source"]) for line in lines] == [("broken", str(inputs / "broken.png"))]

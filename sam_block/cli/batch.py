@@ -14,7 +14,9 @@ done only when its record and every file it lists exist. A re-run with the same
 ``--out`` skips the images already done; ``coco.json`` is rebuilt at the end from the
 records, in input order, so every image and annotation is in it exactly once and it is
 the file the single-process run writes. An image that cannot be read, or on which the
-workflow fails, is a line of ``failed.jsonl`` with the reason; the job goes on.
+workflow fails, is a line of ``failed.jsonl`` with the reason, as in the single-process run;
+the job goes on. An error that would fail every image alike (a missing checkpoint, an
+unknown version: :func:`sam_block.cli.run.is_setup_error`) stops it.
 
 Example:
     >>> from sam_block.cli.batch import RayOptions, run_with_ray
@@ -33,20 +35,21 @@ import os
 import sys
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from sam_block.cli.coco import COCO_FILE, CocoWriter
 from sam_block.cli.engine import image_inputs, init_engine
 from sam_block.cli.errors import CliError, root_message
-from sam_block.cli.inputs import Frame, UniqueStems, expand_inputs, load_image
-from sam_block.cli.run import RunSummary, run_frames
+from sam_block.cli.inputs import Frame, UniqueStems, expand_inputs, load_image, load_per_image, match_per_image, prepare_inputs, require_inputs
+from sam_block.cli.run import FAILED_FILE, RunSummary, atomic_write, is_setup_error, run_frames, write_failed
 
 STATE_DIR = ".sam-block-ray"  # one record per finished image
-FAILED_FILE = "failed.jsonl"
 LOCAL = "local"  # `--ray` without an address: a Ray on this machine
-ROW_KEYS = ("name", "source", "reason", "record", "file_names", "file_bytes", "pid")  # what an actor returns per image
+ROW_KEYS = ("name", "source", "reason", "setup", "record", "file_names", "file_bytes", "pid")  # what an actor returns per image
+
+__all__ = ["FAILED_FILE", "STATE_DIR", "RayOptions", "RaySummary", "add_ray_arguments", "plan_items", "run_with_ray"]
 
 
 @dataclass
@@ -57,12 +60,20 @@ class RaySummary(RunSummary):
 
     computed: int = 0
     skipped: int = 0
-    failed: List[Dict[str, str]] = field(default_factory=list)
-    failed_file: Optional[Path] = None
 
 
 def add_ray_arguments(parser) -> None:
-    """The ``--ray [ADDRESS]``, ``--workers N`` and ``--gpus-per-worker G`` options of ``sam-block run``."""
+    """``--per-image FILE`` (with or without Ray) and the ``--ray [ADDRESS]``, ``--workers N`` and
+    ``--gpus-per-worker G`` options of ``sam-block run``."""
+    parser.add_argument(
+        "--per-image",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='JSON {IMAGE: {INPUT: VALUE}}, workflow inputs per image (IMAGE: file name or stem), '
+        'e.g. each image\'s boxes: {"a.jpg": {"boxes": {"predictions": [...]}}} (any box format of `segment --boxes`); '
+        "with or without --ray",
+    )
     group = parser.add_argument_group("Ray (pip install 'sam_block[ray]')")
     group.add_argument(
         "--ray",
@@ -74,14 +85,6 @@ def add_ray_arguments(parser) -> None:
         "or none for a Ray on this machine; put it after the inputs (or write --ray=ADDRESS)",
     )
     group.add_argument("--workers", type=int, default=2, metavar="N", help="with --ray: actors, each holding one engine and model (default 2)")
-    group.add_argument(
-        "--per-image",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help='with --ray: JSON {IMAGE: {INPUT: VALUE}}, workflow inputs per image (IMAGE: file name or stem), '
-        'e.g. each image\'s boxes: {"a.jpg": {"boxes": [{"image": {...}, "predictions": [...]}]}}',
-    )
     group.add_argument(
         "--gpus-per-worker",
         type=float,
@@ -145,7 +148,7 @@ class Segmenter:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.image_input, self.params = image_input, params
+        self.definition, self.image_input, self.params = definition, image_input, params
         with contextlib.redirect_stdout(io.StringIO()):
             self.engine = init_engine(definition)
 
@@ -155,20 +158,25 @@ class Segmenter:
 
     def segment(self, item: Item) -> Dict[str, Any]:
         """Run the workflow on one image exactly as ``sam-block run`` does; return its files' bytes."""
-        row = dict(zip(ROW_KEYS, (item.name, item.source, "", "", [], [], os.getpid())))
+        row = dict(zip(ROW_KEYS, (item.name, item.source, "", False, "", [], [], os.getpid())))
         try:
             image = load_image(Path(item.path))
-            params = {**self.params, **json.loads(item.params)}
+            params = {**self.params, **prepare_inputs(self.definition, json.loads(item.params), f"--per-image {item.name}:")}
+            require_inputs(self.definition, self.image_input, params, item.name)
             with tempfile.TemporaryDirectory(prefix="sam-block-ray-") as scratch:
-                with contextlib.redirect_stdout(io.StringIO()):  # run_frames prints a line per image; the driver prints its own
-                    summary = run_frames(self.engine, self.image_input, iter([Frame(item.name, item.source, image)]), Path(scratch), params, total=1, progress=False)
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # the driver prints its own lines
+                    frame = Frame(item.name, item.source, image, input_name=item.name)
+                    summary = run_frames(self.engine, self.image_input, iter([frame]), Path(scratch), params, total=1, progress=False, keep_going=True)
+                if summary.failed:  # the workflow failed on this image: the reason the single-process run gives
+                    row["reason"] = summary.failed[0]["reason"]
+                    return row
                 files = [p for p in summary.written if p.name != COCO_FILE]
                 row["file_names"] = [p.name for p in files]
                 row["file_bytes"] = [p.read_bytes() for p in files]
                 coco = json.loads((Path(scratch) / COCO_FILE).read_text())
             row["record"] = json.dumps({"source": item.source, "files": row["file_names"], "detections": summary.detections, "masks": summary.masks, "coco": coco})
-        except Exception as error:  # a corrupt image, a failing workflow: a line of failed.jsonl, never the end of the job
-            row["reason"] = root_message(error)
+        except Exception as error:  # a corrupt image: a line of failed.jsonl; an error failing every image alike: the end
+            row["reason"], row["setup"] = root_message(error), is_setup_error(error)
         return row
 
 
@@ -191,7 +199,13 @@ def run_with_ray(
     names = image_inputs(definition)
     if not names:
         raise CliError("the workflow has no WorkflowImage input to give the images to")
-    items = _with_per_image_params(plan_items(inputs), options.per_image, names[0])
+    items = plan_items(inputs)
+    if options.per_image is not None:
+        per_image = load_per_image(options.per_image, names[0])
+        own = match_per_image(per_image, [(Path(item.source).name, item.name) for item in items])
+        for item_own, item in zip(own, items):
+            prepare_inputs(definition, item_own, f"--per-image {item.name}:")  # a wrong box shape: refused before any work
+        items = [Item(item.name, item.source, item.path, json.dumps(item_own)) for item, item_own in zip(items, own)]
     init_engine(definition)  # a workflow that does not compile fails here, before any Ray work
     out = Path(out)
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
@@ -202,37 +216,7 @@ def run_with_ray(
     _merge(items, out, summary)
     if summary.skipped:
         print(f"{summary.skipped} image(s) already done in {out} by an earlier run: kept, not recomputed", file=sys.stderr)
-    if summary.failed:
-        print(f"{len(summary.failed)} image(s) failed; reasons in {summary.failed_file}", file=sys.stderr)
     return summary
-
-
-def _with_per_image_params(items: List[Item], per_image, image_input: str) -> List[Item]:
-    """`items` with their own inputs from `per_image` ({file name or stem: {input: value}})."""
-    if per_image is None:
-        return items
-    if not isinstance(per_image, dict):
-        try:
-            per_image = json.loads(Path(per_image).read_text())
-        except OSError:
-            raise CliError(f"--per-image file {per_image} cannot be read (does it exist?)") from None
-        except ValueError as error:
-            raise CliError(f"--per-image file {per_image} is not valid JSON ({error})") from None
-    if not isinstance(per_image, dict) or not all(isinstance(v, dict) for v in per_image.values()):
-        raise CliError('--per-image must map image names to their inputs: {"a.jpg": {"boxes": [...]}}')
-    matched, planned = set(), []
-    for item in items:
-        file_name = Path(item.source).name
-        key = file_name if file_name in per_image else item.name if item.name in per_image else None
-        own = per_image.get(key, {}) if key is not None else {}
-        if image_input in own:
-            raise CliError(f"--per-image {key}: {image_input!r} is the image input, which receives the image itself; remove it")
-        matched.add(key)
-        planned.append(Item(item.name, item.source, item.path, json.dumps(own)))
-    unknown = sorted(set(per_image) - matched)
-    if unknown:
-        logging.getLogger(__name__).warning("--per-image: %d name(s) match no input image, e.g. %r", len(unknown), unknown[0])
-    return planned
 
 
 def _compute(definition: dict, image_input: str, params: Dict[str, Any], pending: List[Item], out: Path, summary: RaySummary, options: RayOptions) -> None:
@@ -262,9 +246,11 @@ def _compute(definition: dict, image_input: str, params: Dict[str, Any], pending
         with tqdm(total=len(pending), unit="image", desc="sam-block (ray)", disable=None if options.progress is None else not options.progress, file=sys.stderr) as bar:
             try:
                 for row in rows:
+                    if row["setup"]:  # e.g. a missing checkpoint: every other image would fail alike
+                        raise CliError(f"{row['source']}: {row['reason']}")
                     if row["reason"]:
                         failed.append({"name": row["name"], "source": row["source"], "reason": row["reason"]})
-                        _write_failed(out, failed)  # at once: an interrupted job still says what failed
+                        write_failed(out, failed)  # at once: an interrupted job still says what failed
                         bar.write(f"{row['source']}: failed: {row['reason']}", file=sys.stderr)
                     else:
                         written = _store(out, row)
@@ -323,19 +309,9 @@ def _store(out: Path, row: Dict[str, Any]) -> List[Path]:
     """Write an image's files, then its record; each atomically (a temporary file, then a rename)."""
     written = []
     for name, data in zip(row["file_names"], row["file_bytes"]):
-        written.append(_atomic_write(out / name, bytes(data)))
-    _atomic_write(out / STATE_DIR / f"{row['name']}.json", row["record"].encode())
+        written.append(atomic_write(out / name, bytes(data)))
+    atomic_write(out / STATE_DIR / f"{row['name']}.json", row["record"].encode())
     return written
-
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
 
 
 def _record(out: Path, item: Item) -> Optional[dict]:
@@ -378,13 +354,4 @@ def _merge(items: Iterable[Item], out: Path, summary: RaySummary) -> None:
     finally:
         scratch.unlink(missing_ok=True)
     summary.written.append(summary.coco)
-    summary.failed_file = _write_failed(out, summary.failed)
-
-
-def _write_failed(out: Path, failed: List[Dict[str, str]]) -> Optional[Path]:
-    """failed.jsonl: one JSON line per image of this run that failed; no file when none did."""
-    path = out / FAILED_FILE
-    if not failed:
-        path.unlink(missing_ok=True)
-        return None
-    return _atomic_write(path, "".join(json.dumps(f) + "\n" for f in failed).encode())
+    summary.failed_file = write_failed(out, summary.failed)

@@ -3,44 +3,83 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from sam_block.cli.engine import image_inputs, init_engine
 from sam_block.cli.errors import CliError
-from sam_block.cli.inputs import bundled_workflow, count_frames, expand_inputs, iter_frames, load_boxes, load_image, load_workflow, parse_params
+from sam_block.cli.inputs import (
+    UniqueStems, bundled_workflow, check_param_names, count_frames, expand_inputs, how_to_pass, iter_frames, load_boxes, load_image,
+    load_per_image, load_workflow, match_per_image, missing_inputs, parse_params, prepare_inputs, require_inputs,
+)
 from sam_block.cli.run import run_frames
 
 
 def cmd_run(args) -> int:
+    """Exit code 0 when every input was processed, 1 when some failed (listed in failed.jsonl);
+    usage and setup errors raise :class:`CliError` (exit code 2) before or instead of the work."""
     if args.every < 1:
         raise CliError(f"--every must be 1 or more (got {args.every})")
     definition = load_workflow(args.workflow)
     names = image_inputs(definition)
     if not names:
         raise CliError(f"workflow {args.workflow} has no WorkflowImage input to give the images to")
+    inputs = expand_inputs(args.inputs)  # a missing input path: an error before anything else
     params = parse_params(args.param or [])
     if names[0] in params:
         raise CliError(f"--param {names[0]} names the image input, which receives INPUT; remove it")
+    check_param_names(definition, params)
     for name in names[1:]:  # other image inputs: an image file path is read
         if isinstance(params.get(name), str) and Path(params[name]).is_file():
             params[name] = load_image(Path(params[name]))
-    if getattr(args, "ray", None) is None:
-        given = [flag for flag, value in (("--per-image", getattr(args, "per_image", None)), ("--gpus-per-worker", getattr(args, "gpus_per_worker", None))) if value is not None]
-        if given:
-            raise CliError(f"{', '.join(given)} only applies with --ray; add --ray or remove it")
-    inputs = expand_inputs(args.inputs)
-    if getattr(args, "ray", None) is not None and getattr(args, "api_key", None):
+    params = prepare_inputs(definition, params, "--param")
+    ray = getattr(args, "ray", None) is not None
+    if not ray and getattr(args, "gpus_per_worker", None) is not None:
+        raise CliError("--gpus-per-worker only applies with --ray; add --ray or remove it")
+    per_image = load_per_image(args.per_image, names[0]) if getattr(args, "per_image", None) is not None else None
+    for key, own in (per_image or {}).items():
+        check_param_names(definition, own, f"--per-image {key}:")
+        prepare_inputs(definition, own, f"--per-image {key}:")  # a wrong box shape: refused before any work
+    missing = missing_inputs(definition, names[0], set(params) | ({n for own in per_image.values() for n in own} if per_image else set()))
+    if missing:
+        raise CliError(f"the workflow needs input {missing[0]!r}, which is not given: pass it with {how_to_pass(definition, missing[0])}")
+    if ray and getattr(args, "api_key", None):
         raise CliError("--api-key is not passed to Ray actors; with --ray set ROBOFLOW_API_KEY where they run instead")
-    if getattr(args, "ray", None) is not None:  # the same outputs, computed by Ray actors (cli/batch.py)
+    if ray:  # the same outputs, computed by Ray actors (cli/batch.py)
         from sam_block.cli.batch import RayOptions, run_with_ray
 
-        options = RayOptions(address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker, progress=args.progress, per_image=args.per_image)
+        options = RayOptions(address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker, progress=args.progress, per_image=per_image)
         summary = run_with_ray(definition, inputs, args.out, params, options)
-        print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
-        return 0
-    engine = init_engine(definition, api_key=getattr(args, "api_key", None))
-    summary = run_frames(engine, names[0], iter_frames(inputs, args.every), args.out, params, total=count_frames(inputs, args.every), progress=args.progress)
+    else:
+        engine = init_engine(definition, api_key=getattr(args, "api_key", None))
+        frame_params = None
+        if per_image is not None:
+            stems = _stems(inputs)
+            own = match_per_image(per_image, [(path.name, stem) for (path, _), stem in zip(inputs, stems)])
+            by_input = {stem: prepare_inputs(definition, values, f"--per-image {stem}:") for stem, values in zip(stems, own)}
+
+            def frame_params(frame):
+                values = by_input.get(frame.input_name, {})
+                require_inputs(definition, names[0], {**params, **values}, frame.input_name)
+                return values
+
+        frames = iter_frames(inputs, args.every, keep_going=True)
+        summary = run_frames(engine, names[0], frames, args.out, params, total=count_frames(inputs, args.every), progress=args.progress, keep_going=True, frame_params=frame_params)
+    return _report(summary)
+
+
+def _stems(inputs) -> list:
+    """The output stem of each input file, as iter_frames names them."""
+    stem = UniqueStems()
+    return [stem(path.stem) for path, _ in inputs]
+
+
+def _report(summary) -> int:
+    """The summary line of a run and its exit code: 0 when nothing failed, else 1."""
     print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
+    if summary.failed:
+        print(f"sam-block: {len(summary.failed)} input(s) failed, {summary.frames} done; reasons in {summary.failed_file}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -16,13 +18,59 @@ from sam_block.cli.errors import CliError, root_message
 from sam_block.cli.inputs import Frame
 
 
+FAILED_FILE = "failed.jsonl"  # one JSON line {"name", "source", "reason"} per input that failed
+
+
 @dataclass
 class RunSummary:
+    """What a run did: ``frames`` images in ``coco.json``; ``failed`` lists ``{"name", "source",
+    "reason"}`` of the inputs that could not be read or on which the workflow failed (also in
+    ``failed_file``, failed.jsonl)."""
+
     frames: int = 0
     detections: int = 0
     masks: int = 0
     written: List[Path] = field(default_factory=list)
     coco: Optional[Path] = None
+    failed: List[Dict[str, str]] = field(default_factory=list)
+    failed_file: Optional[Path] = None
+
+
+def is_setup_error(error: BaseException) -> bool:
+    """True when `error` (or its cause, through the engine's wrapping) would fail every image alike:
+    a missing or corrupt checkpoint, an unusable device, an unknown version, a runtime input the
+    engine refuses. A run stops on it (exit 2) instead of listing every image as failed."""
+    from roboflow_workflows.errors import RuntimeInputError
+
+    from sam_block.errors import CheckpointCorruptError, CheckpointMissingError, DeviceError, UnknownVersionError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (CheckpointMissingError, CheckpointCorruptError, DeviceError, UnknownVersionError, RuntimeInputError)):
+            return True
+        error = getattr(error, "inner_error", None) or error.__cause__
+    return False
+
+
+def write_failed(out: Path, failed: List[Dict[str, str]]) -> Optional[Path]:
+    """failed.jsonl: one JSON line per input of this run that failed; no file when none did."""
+    path = out / FAILED_FILE
+    if not failed:
+        path.unlink(missing_ok=True)
+        return None
+    return atomic_write(path, "".join(json.dumps(f) + "\n" for f in failed).encode())
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, then rename it into place."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
 
 
 def run_frames(
@@ -35,10 +83,16 @@ def run_frames(
     annotated_suffix: str = "",
     progress: Optional[bool] = None,
     json_output: Optional[str] = None,
+    keep_going: bool = False,
+    frame_params: Optional[Callable[[Frame], Dict[str, Any]]] = None,
 ) -> RunSummary:
     """Run `engine` on every frame; write NAME{annotated_suffix}.png, NAME.json, image outputs, coco.json.
 
     NAME.json holds every output by name, or only the output `json_output` when given.
+    `frame_params(frame)`: the frame's own inputs, added to `params`. With `keep_going`, a frame
+    that could not be read (``frame.error``) or on which the workflow fails is named on stderr and
+    listed in ``summary.failed`` and failed.jsonl, and the run goes on; an error that would fail
+    every frame alike (:func:`is_setup_error`) still stops it. Without, the first one raises.
     """
     import cv2
     from tqdm.auto import tqdm
@@ -46,13 +100,30 @@ def run_frames(
     out.mkdir(parents=True, exist_ok=True)
     coco, summary = CocoWriter(), RunSummary()
     with tqdm(total=total, unit="image", desc="sam-block", disable=None if progress is None else not progress, file=sys.stderr) as bar:
+
+        def fail(frame: Frame, reason: str) -> None:
+            summary.failed.append({"name": frame.name, "source": frame.source, "reason": reason})
+            write_failed(out, summary.failed)  # at once: an interrupted run still says what failed
+            bar.write(f"{frame.source}: failed: {reason}", file=sys.stderr)
+            bar.update(1)
+
         for frame in frames:
+            if frame.error is not None:
+                if not keep_going:
+                    raise CliError(frame.error)
+                fail(frame, frame.error)
+                continue
             try:
-                result = engine.run(runtime_parameters={**params, image_input: frame.image})[0]
-            except CliError:
-                raise
+                own = frame_params(frame) if frame_params is not None else {}
+                result = engine.run(runtime_parameters={**params, **own, image_input: frame.image})[0]
             except Exception as error:  # the engine wraps our errors; show the root cause in one line
-                raise CliError(f"{frame.source}: the workflow failed: {root_message(error)}") from error
+                if isinstance(error, CliError) and not keep_going:
+                    raise
+                message = root_message(error) if isinstance(error, CliError) else f"the workflow failed: {root_message(error)}"
+                if not keep_going or is_setup_error(error):
+                    raise CliError(f"{frame.source}: {message}") from error
+                fail(frame, message)
+                continue
             found = [d for name, value in result.items() for d in find_detections(value, name)]
             scene = frame.image
             for _, detections in found:
@@ -79,6 +150,8 @@ def run_frames(
     summary.coco = out / COCO_FILE
     coco.write(summary.coco)
     summary.written.append(summary.coco)
+    if keep_going:
+        summary.failed_file = write_failed(out, summary.failed)
     return summary
 
 
