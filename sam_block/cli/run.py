@@ -14,7 +14,7 @@ import numpy as np
 
 from sam_block.cli.coco import COCO_FILE, CocoWriter
 from sam_block.cli.drawing import annotate, find_detections, find_images
-from sam_block.cli.errors import CliError, root_message
+from sam_block.cli.errors import CliError, SetupError, root_message
 from sam_block.cli.inputs import Frame
 
 
@@ -47,7 +47,7 @@ def is_setup_error(error: BaseException) -> bool:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, (CheckpointMissingError, CheckpointCorruptError, DeviceError, UnknownVersionError, RuntimeInputError)):
+        if isinstance(error, (SetupError, CheckpointMissingError, CheckpointCorruptError, DeviceError, UnknownVersionError, RuntimeInputError)):
             return True
         error = getattr(error, "inner_error", None) or error.__cause__
     return False
@@ -117,7 +117,7 @@ def run_frames(
                 own = frame_params(frame) if frame_params is not None else {}
                 result = engine.run(runtime_parameters={**params, **own, image_input: frame.image})[0]
             except Exception as error:  # the engine wraps our errors; show the root cause in one line
-                if isinstance(error, CliError) and not keep_going:
+                if isinstance(error, SetupError) or (isinstance(error, CliError) and not keep_going):
                     raise
                 message = root_message(error) if isinstance(error, CliError) else f"the workflow failed: {root_message(error)}"
                 if not keep_going or is_setup_error(error):
