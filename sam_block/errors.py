@@ -37,3 +37,11 @@ class CheckpointCorruptError(SamBlockError, ValueError):
 
 class DeviceError(SamBlockError, ValueError):
     """`SAM_BLOCK_DEVICE` names a device that is malformed or not available."""
+
+
+class PrecisionError(SamBlockError, ValueError):
+    """`SAM_BLOCK_PRECISION` (or ``--precision``) is not ``auto``, ``fp32`` or ``bf16``."""
+
+
+class Sam2InterfaceError(SamBlockError, TypeError):
+    """The installed ``sam2`` package's private methods do not take the arguments sam_block passes."""

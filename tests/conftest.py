@@ -33,6 +33,8 @@ _CHECKPOINT_DIR = Path(tempfile.mkdtemp(prefix="sam_block_ckpt_"))
 os.environ["SAM_BLOCK_CHECKPOINT_DIR"] = str(_CHECKPOINT_DIR)
 os.environ["SAM_BLOCK_OFFLINE"] = "1"
 os.environ["SAM_BLOCK_DEVICE"] = "cpu"
+# Parity with Meta is fp32; bf16 is judged by agreement with fp32 (tests/test_precision.py asks for it).
+os.environ["SAM_BLOCK_PRECISION"] = "fp32"
 os.environ["WORKFLOWS_PLUGINS"] = "sam_block"
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 

@@ -6,7 +6,6 @@ Coordinates are pixels of the original image; images are RGB uint8 ``(H, W, 3)``
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,8 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam_block.runtime import sam2_calls
 from sam_block.runtime.cache import EMBEDDINGS, EmbeddingCache, image_digest
 from sam_block.runtime.masks import CroppedMasks, upsample_to_crops
+from sam_block.runtime.precision import autocast, resolve_precision
 from sam_block.runtime.prompt_batch import PromptBatch
 
 logger = logging.getLogger(__name__)
@@ -74,13 +75,17 @@ class Sam2Predictor:
         encoder_batch: Optional[int] = None,
         model_key: Optional[str] = None,
         cache: Optional[EmbeddingCache] = EMBEDDINGS,
+        precision: Optional[str] = None,
     ):
         self.model = model
+        # auto / fp32 / bf16 (None: SAM_BLOCK_PRECISION); see runtime/precision.py
+        self.precision = resolve_precision(self.device, precision)
         self.mask_threshold = mask_threshold
         self.decoder_batch = max(1, int(decoder_batch or os.environ.get(DECODER_BATCH_ENV) or DEFAULT_DECODER_BATCH))
         self.encoder_batch = max(1, int(encoder_batch or os.environ.get(ENCODER_BATCH_ENV) or DEFAULT_ENCODER_BATCH))
         self.image_size = int(model.image_size)
-        self.model_key = model_key or f"model-{id(model)}"
+        # bf16 and fp32 embeddings differ: they never share a cache entry
+        self.model_key = f"{model_key or f'model-{id(model)}'}/{self.precision.name}"
         self.cache = cache if cache is not None and cache.capacity_bytes > 0 else None
 
     @property
@@ -88,9 +93,7 @@ class Sam2Predictor:
         return next(self.model.parameters()).device
 
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision)
 
     def preprocess(self, image_rgb: np.ndarray) -> torch.Tensor:
         """RGB uint8 ``(H, W, 3)`` → normalised ``(1, 3, S, S)`` float tensor on the model's device."""
@@ -131,7 +134,7 @@ class Sam2Predictor:
         batch = torch.cat([self.preprocess(image) for image in images_rgb])
         with self._autocast():
             backbone_out = self.model.forward_image(batch)
-            _, vision_feats, _, feat_sizes = self.model._prepare_backbone_features(backbone_out)
+            vision_feats, _, feat_sizes = sam2_calls.prepare_backbone_features(self.model, backbone_out)
             if self.model.directly_add_no_mem_embed:
                 vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
         # (h*w, B, C) → (B, C, h, w), finest level first
@@ -207,6 +210,7 @@ class Sam2Predictor:
                 repeat_image=len(prompts) > 1,
                 high_res_features=embedding.high_res_feats,
             )
+        # Logits leave autocast as float32: upsampling and the cut at 0 stay fp32 (see runtime/precision.py)
         return low_res.float(), iou.float()
 
     def _prompt_points(self, prompts: PromptBatch, original_size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:

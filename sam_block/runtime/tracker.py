@@ -22,7 +22,6 @@ conditioning (prompt) frames. Memory stays flat however long the video runs.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -30,7 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam_block.runtime import sam2_calls
 from sam_block.runtime.masks import CroppedMasks, upsample_to_crops
+from sam_block.runtime.precision import autocast, resolve_precision
 from sam_block.runtime.predictor import BOX_CORNER_LABELS, IMAGENET_MEAN, IMAGENET_STD, STABILITY_OFFSET
 
 # Meta asks for the video's length; a stream has none. Any value ≥ max_obj_ptrs_in_encoder
@@ -93,21 +94,21 @@ class VideoTracker:
         >>> out = tracker.propagate(memory, 1, tracker.encode(next_rgb_frame))
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, precision: Optional[str] = None):
         self.model = model
         # Meta's video build sets this (build_sam2_video_predictor); the image path never
         # encodes memory, so setting it on the shared model changes nothing there.
         model.binarize_mask_from_pts_for_mem_enc = True
         self.image_size = int(model.image_size)
         self.device = next(model.parameters()).device
+        # auto / fp32 / bf16 (None: SAM_BLOCK_PRECISION); see runtime/precision.py
+        self.precision = resolve_precision(self.device, precision)
         self._pos_enc: Optional[List[torch.Tensor]] = None
         self.keep_non_cond = max(int(model.num_maskmem) - 1, int(model.max_obj_ptrs_in_encoder) - 1, 1)
         self.keep_memory = max(int(model.num_maskmem) - 1, 1) * max(1, int(model.memory_temporal_stride_for_eval))
 
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.precision)
 
     def preprocess(self, frame_rgb: np.ndarray) -> torch.Tensor:
         """RGB uint8 ``(H, W, 3)`` → ``(1, 3, S, S)`` float32, exactly as Meta's video loader."""
@@ -124,7 +125,7 @@ class VideoTracker:
         """Run the image encoder once on a frame; every track of the frame uses the result."""
         with self._autocast():
             backbone_out = self.model.forward_image(self.preprocess(frame_rgb))
-            _, vision_feats, vision_pos, feat_sizes = self.model._prepare_backbone_features(backbone_out)
+            vision_feats, vision_pos, feat_sizes = sam2_calls.prepare_backbone_features(self.model, backbone_out)
         return FrameFeatures(vision_feats, vision_pos, feat_sizes, tuple(frame_rgb.shape[:2]))
 
     def _point_inputs(self, box: np.ndarray, size: Tuple[int, int]) -> dict:
@@ -146,8 +147,9 @@ class VideoTracker:
             high_res = F.interpolate(
                 out["pred_masks"], size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
             )
-            maskmem, pos_enc = self.model._encode_new_memory(
-                current_vision_feats=features.vision_feats,
+            maskmem, pos_enc = sam2_calls.encode_new_memory(
+                self.model,
+                vision_feats=features.vision_feats,
                 feat_sizes=features.feat_sizes,
                 pred_masks_high_res=high_res,
                 object_score_logits=out["object_score_logits"],
@@ -166,9 +168,7 @@ class VideoTracker:
         """Predict the object on a new frame from its memory, then add this frame to the memory."""
         with self._autocast():
             out, ious = self._step(memory, frame_idx, features, None, init_cond=False)
-            self.model._encode_memory_in_output(
-                features.vision_feats, features.feat_sizes, None, True, out["pred_masks_high_res"], out["object_score_logits"], out
-            )
+            self._encode_memory(out, features.vision_feats, features.feat_sizes)
         out["maskmem_features"] = out["maskmem_features"].to(torch.bfloat16)
         out["maskmem_pos_enc"] = self._shared_pos_enc(out["maskmem_pos_enc"])
         memory.non_cond_frame_outputs[frame_idx] = self._compact(out)
@@ -194,9 +194,7 @@ class VideoTracker:
             batched = FrameFeatures(feats, pos, features.feat_sizes, features.size)
             with self._autocast():
                 out, ious = self._step(batch, frame_idx, batched, None, init_cond=False)
-                self.model._encode_memory_in_output(
-                    feats, features.feat_sizes, None, True, out["pred_masks_high_res"], out["object_score_logits"], out
-                )
+                self._encode_memory(out, feats, features.feat_sizes)
             shared_pos = self._shared_pos_enc(out["maskmem_pos_enc"])
             for j, i in enumerate(rows):
                 single = {
@@ -241,24 +239,39 @@ class VideoTracker:
 
     def _step(self, memory: TrackMemory, frame_idx: int, features: FrameFeatures, point_inputs, init_cond: bool):
         """``SAM2Base.track_step`` without its memory encoding, keeping the predicted IoUs."""
-        current_out, sam_outputs, _, _ = self.model._track_step(
-            frame_idx,
-            init_cond,
-            features.vision_feats,
-            features.vision_pos,
-            features.feat_sizes,
-            point_inputs,
-            None,
-            memory.as_output_dict(),
-            UNKNOWN_NUM_FRAMES,
-            False,
-            None,
+        step = sam2_calls.track_step(
+            self.model,
+            frame_idx=frame_idx,
+            is_init_cond_frame=init_cond,
+            vision_feats=features.vision_feats,
+            vision_pos=features.vision_pos,
+            feat_sizes=features.feat_sizes,
+            point_inputs=point_inputs,
+            mask_inputs=None,
+            output_dict=memory.as_output_dict(),
+            num_frames=UNKNOWN_NUM_FRAMES,
         )
-        _, _, ious, low_res, high_res, obj_ptr, object_score_logits = sam_outputs
+        current_out = step.current_out
         current_out.update(
-            pred_masks=low_res, pred_masks_high_res=high_res, obj_ptr=obj_ptr, object_score_logits=object_score_logits
+            pred_masks=step.low_res_masks,
+            pred_masks_high_res=step.high_res_masks,
+            obj_ptr=step.obj_ptr,
+            object_score_logits=step.object_score_logits,
         )
-        return current_out, ious
+        return current_out, step.ious
+
+    def _encode_memory(self, out: dict, vision_feats: List[torch.Tensor], feat_sizes: List[Tuple[int, int]]) -> None:
+        """Memory of a propagated frame from its own prediction (Meta's ``track_step`` with ``run_mem_encoder``)."""
+        sam2_calls.encode_memory_in_output(
+            self.model,
+            vision_feats=vision_feats,
+            feat_sizes=feat_sizes,
+            point_inputs=None,
+            run_mem_encoder=True,
+            high_res_masks=out["pred_masks_high_res"],
+            object_score_logits=out["object_score_logits"],
+            current_out=out,
+        )
 
     def _shared_pos_enc(self, pos_enc: List[torch.Tensor]) -> List[torch.Tensor]:
         # The memory's positional encoding is the same for every frame and object: keep one.
@@ -288,7 +301,7 @@ class VideoTracker:
     @staticmethod
     def _output(out: dict, ious: torch.Tensor) -> TrackOutput:
         return TrackOutput(
-            low_res_logits=out["pred_masks"].float(),
+            low_res_logits=out["pred_masks"].float(),  # upsampling and the cut at 0 stay fp32: runtime/precision.py
             iou=float(ious.float().max()),
             object_score=float(out["object_score_logits"].float().reshape(-1)[0]),
         )
