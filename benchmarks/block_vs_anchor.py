@@ -96,7 +96,7 @@ def run_one(config: str, size: str, n_boxes: int, repeats: int, checkpoint: Path
 
     height, width = SIZES[size]
     boxes = make_boxes(n_boxes, height, width)
-    clear_cache: Callable[[], None] = lambda: None
+    clear_cache: Callable[[], None] = lambda: None  # noqa: E731 (replaced by cache.clear below)
     cache = None
     if config == "raw":
         run = setup_raw(checkpoint)
@@ -232,9 +232,14 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {list(CONFIGS)}")
     parser.add_argument(
-        "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "sam_block_bench", help="checkpoint and anchor package"
+        "--work-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "sam_block_bench",
+        help="checkpoint and anchor package",
     )
-    parser.add_argument("--force", action="store_true", help="run configurations whose mask estimate exceeds MemAvailable")
+    parser.add_argument(
+        "--force", action="store_true", help="run configurations whose mask estimate exceeds MemAvailable"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per configuration subprocess")
     parser.add_argument("--one", choices=CONFIGS, help=argparse.SUPPRESS)  # internal: measure one configuration
     args = parser.parse_args(argv)
@@ -277,13 +282,29 @@ def main(argv=None) -> None:
                         f"MemAvailable {available / 1024:.1f} GiB (--force runs it)",
                     }
                 else:
-                    arguments = ["--one", config, "--sizes", size, "--boxes", str(n_boxes), "--repeats", str(args.repeats), "--work-dir", str(args.work_dir)]
+                    arguments = [
+                        "--one",
+                        config,
+                        "--sizes",
+                        size,
+                        "--boxes",
+                        str(n_boxes),
+                        "--repeats",
+                        str(args.repeats),
+                        "--work-dir",
+                        str(args.work_dir),
+                    ]
                     result = run_in_subprocess(
                         Path(__file__).resolve(), arguments, cwd=anchor_root if config == "anchor" else REPO,
                         env=child_environment(args.work_dir), timeout=args.timeout,
                         describe={"config": config, "size": size, "boxes": n_boxes},
                     )  # fmt: skip
-                print(f"[{config} {size} {n_boxes} boxes] " + json.dumps({k: v for k, v in result.items() if k != "network_attempts"}), file=sys.stderr, flush=True)
+                print(
+                    f"[{config} {size} {n_boxes} boxes] "
+                    + json.dumps({k: v for k, v in result.items() if k != "network_attempts"}),
+                    file=sys.stderr,
+                    flush=True,
+                )
                 results.append(result)
     print()
     report(results, args)

@@ -135,7 +135,9 @@ def mem_available_mib() -> Optional[float]:
     return None
 
 
-def run_in_subprocess(script: Path, arguments: Sequence[str], cwd: Path, env: dict, timeout: Optional[float], describe: dict) -> dict:
+def run_in_subprocess(
+    script: Path, arguments: Sequence[str], cwd: Path, env: dict, timeout: Optional[float], describe: dict
+) -> dict:
     """Run ``script ARGUMENTS`` in a fresh interpreter; its ``RESULT_PREFIX`` line, or an error dict."""
     command = [sys.executable, str(script), *arguments]
     try:
@@ -173,6 +175,19 @@ def check(label: str, value: Optional[float], ok: Callable[[float], bool], targe
 
 
 __all__: List[str] = [
-    "REPO", "RESULT_PREFIX", "check", "emit", "fmt", "make_boxes", "make_image", "median", "mem_available_mib",
-    "prepare_checkpoint", "record_network_attempts", "reset_peak_rss", "run_in_subprocess", "status_kib", "use_all_cores",
+    "REPO",
+    "RESULT_PREFIX",
+    "check",
+    "emit",
+    "fmt",
+    "make_boxes",
+    "make_image",
+    "median",
+    "mem_available_mib",
+    "prepare_checkpoint",
+    "record_network_attempts",
+    "reset_peak_rss",
+    "run_in_subprocess",
+    "status_kib",
+    "use_all_cores",
 ]

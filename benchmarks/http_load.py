@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-
 from common import LocalServer, checkpoint_dir, distinct_request, post
 
 

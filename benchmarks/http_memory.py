@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import requests
-
 from common import LocalServer, checkpoint_dir, distinct_request, post
 
 
@@ -50,7 +49,10 @@ def main() -> int:
             current = rss_mib(server.pid)
             peak = max(peak, current)
             if (i + 1) % args.every == 0:
-                print(f"  after {i + 1:4d} requests: RSS {current:.0f} MiB ({time.perf_counter() - started:.0f} s)", flush=True)
+                print(
+                    f"  after {i + 1:4d} requests: RSS {current:.0f} MiB ({time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
         final = rss_mib(server.pid)
     growth = (final - baseline) / baseline
     print(f"RSS: {baseline:.0f} MiB after warm-up -> {final:.0f} MiB after {args.requests} requests "

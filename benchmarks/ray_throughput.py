@@ -38,8 +38,19 @@ sys.path.insert(0, str(REPO))
 
 WORKFLOW = {
     "version": "1.0",
-    "inputs": [{"type": "WorkflowImage", "name": "image"}, {"type": "WorkflowParameter", "name": "points_per_side", "default_value": 32}],
-    "steps": [{"type": "sam_block/segment_anything_2@v1", "name": "sam", "images": "$inputs.image", "version": "demo", "points_per_side": "$inputs.points_per_side"}],
+    "inputs": [
+        {"type": "WorkflowImage", "name": "image"},
+        {"type": "WorkflowParameter", "name": "points_per_side", "default_value": 32},
+    ],
+    "steps": [
+        {
+            "type": "sam_block/segment_anything_2@v1",
+            "name": "sam",
+            "images": "$inputs.image",
+            "version": "demo",
+            "points_per_side": "$inputs.points_per_side",
+        }
+    ],
     "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.sam.predictions"}],
 }
 PARAMS = {"points_per_side": 8}
@@ -124,10 +135,17 @@ def main() -> int:
     images = root / "images"
     images.mkdir()
     for seed in range(args.images):
-        cv2.imwrite(str(images / f"scene{seed:03d}.png"), np.ascontiguousarray(make_scene(1000 + seed).image[..., ::-1]))
+        cv2.imwrite(
+            str(images / f"scene{seed:03d}.png"), np.ascontiguousarray(make_scene(1000 + seed).image[..., ::-1])
+        )
 
     rows = []
-    rows.append(("plain `sam-block run` path, 1 thread (OMP_NUM_THREADS=1, torch 1 thread)", plain_in_child(images, root / "out0", 1)))
+    rows.append(
+        (
+            "plain `sam-block run` path, 1 thread (OMP_NUM_THREADS=1, torch 1 thread)",
+            plain_in_child(images, root / "out0", 1),
+        )
+    )
     rows.append(("plain `sam-block run` path, default threads", plain_in_child(images, root / "out1", None)))
     started = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -138,19 +156,31 @@ def main() -> int:
 
     reference = json.loads((root / "out0" / "coco.json").read_text())
     for index in range(1, len(rows)):
-        assert json.loads((root / f"out{index}" / "coco.json").read_text()) == reference, f"run {index} wrote another coco.json"
+        assert json.loads((root / f"out{index}" / "coco.json").read_text()) == reference, (
+            f"run {index} wrote another coco.json"
+        )
 
-    print(f"\n{args.images} images 256 × 256, demo model, segment everything 8 × 8 points; {os.cpu_count()} cores; "
-          f"load average before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}; ray.init: {ray_start:.1f} s; every coco.json identical\n")
+    print(
+        f"\n{args.images} images 256 × 256, demo model, segment everything 8 × 8 points; {os.cpu_count()} cores; "
+        f"load average before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}; ray.init: {ray_start:.1f} s; every coco.json identical\n"
+    )
     print("| run | steady images/s | end-to-end wall (s) | end-to-end images/s | whole process (s) |")
     print("|---|---|---|---|---|")
     for label, result in rows:
-        process = f"{result['process']:.1f}" if "process" in result else f"ray.init + wall = {ray_start + result['wall']:.1f}, + the driver's imports"
-        print(f"| {label} | {steady(result['stamps']):.2f} | {result['wall']:.1f} | {result['images'] / result['wall']:.2f} | {process} |")
+        process = (
+            f"{result['process']:.1f}"
+            if "process" in result
+            else f"ray.init + wall = {ray_start + result['wall']:.1f}, + the driver's imports"
+        )
+        print(
+            f"| {label} | {steady(result['stamps']):.2f} | {result['wall']:.1f} | {result['images'] / result['wall']:.2f} | {process} |"
+        )
     base = steady(rows[0][1]["stamps"])
     one = steady(rows[2][1]["stamps"])
-    print(f"\nRay 1 actor vs plain 1 thread, steady: {100 * (base / one - 1):+.1f} % time per image; "
-          f"end-to-end: {100 * (rows[2][1]['wall'] / rows[0][1]['wall'] - 1):+.1f} %")
+    print(
+        f"\nRay 1 actor vs plain 1 thread, steady: {100 * (base / one - 1):+.1f} % time per image; "
+        f"end-to-end: {100 * (rows[2][1]['wall'] / rows[0][1]['wall'] - 1):+.1f} %"
+    )
     print(f"Ray 2 actors vs 1 actor, steady: × {steady(rows[3][1]['stamps']) / one:.2f}")
     return 0
 

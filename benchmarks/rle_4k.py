@@ -24,8 +24,8 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sam_block.rle import cropped_masks_to_rles  # noqa: E402
-from sam_block.runtime.masks import CroppedMasks  # noqa: E402
+from sam_block.rle import cropped_masks_to_rles
+from sam_block.runtime.masks import CroppedMasks
 
 
 def blobs(count: int, height: int, width: int, seed: int = 0) -> CroppedMasks:

@@ -86,7 +86,9 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=1000)
     parser.add_argument("--meta-long", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--version", default="demo", help="demo (bundled weights) or an official version (random weights)")
+    parser.add_argument(
+        "--version", default="demo", help="demo (bundled weights) or an official version (random weights)"
+    )
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--width", type=int, default=320)
     args = parser.parse_args()
@@ -100,7 +102,9 @@ def main() -> None:
     else:
         from tests.support import build_random_checkpoint
 
-        checkpoint = build_random_checkpoint(Path(tempfile.mkdtemp(prefix="sam_block_bench_")) / variant.filename, version=args.version)
+        checkpoint = build_random_checkpoint(
+            Path(tempfile.mkdtemp(prefix="sam_block_bench_")) / variant.filename, version=args.version
+        )
         weights = "random weights"
     from sam_block.runtime.models import build_model
 
@@ -134,7 +138,9 @@ def main() -> None:
 
     if args.long <= 0:
         return
-    long_frames, long_boxes = make_clip(frames=args.long, height=args.height, width=args.width, objects=args.objects, seed=2)
+    long_frames, long_boxes = make_clip(
+        frames=args.long, height=args.height, width=args.width, objects=args.objects, seed=2
+    )
     gc.collect()
     start_rss = rss_mb()
     from sam_block.runtime.sessions import BoxPrompt, TrackerSettings, VideoSession
@@ -162,7 +168,10 @@ def main() -> None:
 
     meta_frames = long_boxes[: args.meta_long]
     meta_folder = Path(tempfile.mkdtemp(prefix="sam_block_bench_long_"))
-    write_jpegs(make_clip(frames=args.meta_long, height=args.height, width=args.width, objects=args.objects, seed=2)[0], meta_folder)
+    write_jpegs(
+        make_clip(frames=args.meta_long, height=args.height, width=args.width, objects=args.objects, seed=2)[0],
+        meta_folder,
+    )
     _, _, _, grown = meta(predictor, meta_folder, meta_frames, args.meta_long)
     print(f"[meta memory] {args.meta_long} frames: RSS +{grown:.1f} MB during init_state + propagation")
 

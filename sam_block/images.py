@@ -56,9 +56,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
             raise InvalidImageError("Image holds NaN or infinite pixel values; SAM 2 needs finite pixels.")
         low, high = float(image.min()), float(image.max())
         if low < 0.0 or high > 255.0:
-            raise InvalidImageError(
-                f"Float image values span [{low:g}, {high:g}]; expected [0, 1] or [0, 255]."
-            )
+            raise InvalidImageError(f"Float image values span [{low:g}, {high:g}]; expected [0, 1] or [0, 255].")
         scale = 255.0 if high <= 1.0 else 1.0
         return np.clip(np.rint(image * scale), 0, 255).astype(np.uint8)
     if np.issubdtype(image.dtype, np.integer):

@@ -24,7 +24,10 @@ def describe_blocks() -> Dict[str, dict]:
 
     description = handle_describe_workflows_blocks_request()
     ours = [block for block in description.blocks if block.block_source == "sam_block"]
-    return {manifest_file_name(block.manifest_type_identifier): block.model_dump(mode="json", by_alias=True) for block in ours}
+    return {
+        manifest_file_name(block.manifest_type_identifier): block.model_dump(mode="json", by_alias=True)
+        for block in ours
+    }
 
 
 def manifest_file_name(type_identifier: str) -> str:

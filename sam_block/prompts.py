@@ -74,7 +74,9 @@ def sanitize_boxes(xyxy: np.ndarray, image_size: Tuple[int, int]) -> Tuple[np.nd
     with np.errstate(over="ignore"):  # |x| > 3.4e38 becomes ±inf, then clipped to the image
         ordered = ordered.astype(np.float32).astype(np.float64)  # judge boxes as the model will see them
     for index in np.flatnonzero(keep & (safe[:, :2] > safe[:, 2:]).any(axis=1)):
-        logger.warning("Box %d %s has reversed corners; using %s.", index, boxes[index].tolist(), ordered[index].tolist())
+        logger.warning(
+            "Box %d %s has reversed corners; using %s.", index, boxes[index].tolist(), ordered[index].tolist()
+        )
     zero_area = keep & ((ordered[:, 2] <= ordered[:, 0]) | (ordered[:, 3] <= ordered[:, 1]))
     for index in np.flatnonzero(zero_area):
         logger.warning("Skipping box %d %s: it has zero area.", index, boxes[index].tolist())
@@ -148,11 +150,18 @@ def keypoint_prompts(
         if confidence_column is not None:
             confidence = np.asarray(confidence_column[row], dtype=np.float64).reshape(-1)
             if len(confidence) != len(xy):
-                logger.warning("Detection %d has %d keypoints but %d confidences; ignoring its keypoints.", row, len(xy), len(confidence))
+                logger.warning(
+                    "Detection %d has %d keypoints but %d confidences; ignoring its keypoints.",
+                    row,
+                    len(xy),
+                    len(confidence),
+                )
                 visible.append(np.zeros((0, 2)))
                 continue
             xy = xy[confidence >= min_confidence]
-        inside = np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+        inside = (
+            np.isfinite(xy).all(axis=1) & (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+        )
         visible.append(xy[inside])
     most = max(len(v) for v in visible)
     if most == 0:
@@ -165,7 +174,9 @@ def keypoint_prompts(
     return coords, labels
 
 
-def mask_prompts(detections: sv.Detections, index: np.ndarray, image_size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+def mask_prompts(
+    detections: sv.Detections, index: np.ndarray, image_size: Tuple[int, int]
+) -> Tuple[np.ndarray, np.ndarray]:
     """Upstream masks of the detections at `index` (``(N, H, W)`` bool) and which rows are usable."""
     height, width = image_size
     masks = np.zeros((len(index), height, width), dtype=bool)
@@ -175,7 +186,10 @@ def mask_prompts(detections: sv.Detections, index: np.ndarray, image_size: Tuple
         if mask.shape != (height, width):
             logger.warning(
                 "Ignoring the mask of detection %d: its shape %s is not the image's (%d, %d); using its box alone.",
-                source, mask.shape, height, width,
+                source,
+                mask.shape,
+                height,
+                width,
             )
             continue
         masks[row] = mask.astype(bool)

@@ -130,7 +130,9 @@ def attach_rles(detections: sv.Detections, masks: Optional[CroppedMasks] = None)
     return detections
 
 
-def apply_output_format(detections: sv.Detections, output_format: str, masks: Optional[CroppedMasks] = None) -> sv.Detections:
+def apply_output_format(
+    detections: sv.Detections, output_format: str, masks: Optional[CroppedMasks] = None
+) -> sv.Detections:
     """The one line a block calls: add RLE for ``rle``, leave ``polygons`` as it is.
 
     Example:
@@ -167,9 +169,14 @@ def serialise_exact(detections: sv.Detections) -> dict:
 def decode_rle(rle: dict) -> np.ndarray:
     """The ``(H, W)`` bool mask of one COCO RLE (``counts`` as text or bytes)."""
     counts = rle["counts"]
-    return mask_utils.decode({"size": list(rle["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}).astype(bool)
+    return mask_utils.decode(
+        {"size": list(rle["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+    ).astype(bool)
 
 
 def _text_counts(rle: dict) -> dict:
     counts = rle["counts"]
-    return {"size": [int(s) for s in rle["size"]], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {
+        "size": [int(s) for s in rle["size"]],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }

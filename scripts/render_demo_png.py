@@ -1,6 +1,6 @@
 """Regenerate docs/demo.png, the picture in the README: `sam-block demo`'s input and result side by side.
 
-    python scripts/render_demo_png.py
+python scripts/render_demo_png.py
 """
 
 import sys

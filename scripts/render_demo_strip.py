@@ -1,6 +1,6 @@
 """Regenerate docs/demo_video_strip.png, the strip in the README: six frames of `sam-block demo --video`.
 
-    python scripts/render_demo_strip.py
+python scripts/render_demo_strip.py
 """
 
 import shutil

@@ -176,4 +176,3 @@ def polygon_mask(points, height: int, width: int) -> np.ndarray:
         contour = np.array([[round(p["x"]), round(p["y"])] for p in points], dtype=np.int32)
         cv2.fillPoly(mask, [contour], 1)
     return mask.astype(bool)
-

@@ -28,7 +28,9 @@ EXAMPLES = REPO / "example_workflows"
 TINY_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
-def build_random_checkpoint(path: Path, seed: int = 0, version: str = "hiera_tiny", object_bias: Optional[float] = None) -> Path:
+def build_random_checkpoint(
+    path: Path, seed: int = 0, version: str = "hiera_tiny", object_bias: Optional[float] = None
+) -> Path:
     """Real SAM 2.1 architecture, random weights (fixed seed), official format.
 
     `object_bias` fixes the object-score head's output (+: every object present on every frame,
@@ -117,8 +119,13 @@ def runtime_chosen_workflow(step: dict, fmt: str) -> dict:
         "steps": [
             lower("model"),
             lower("fmt"),
-            {**step, "images": "$inputs.image", "boxes": "$inputs.boxes", "version": "$steps.model.output",
-             "output_format": "$steps.fmt.output"},  # fmt: skip
+            {
+                **step,
+                "images": "$inputs.image",
+                "boxes": "$inputs.boxes",
+                "version": "$steps.model.output",
+                "output_format": "$steps.fmt.output",
+            },  # fmt: skip
         ],
         "outputs": [{"type": "JsonField", "name": "predictions", "selector": f"$steps.{step['name']}.predictions"}],
     }

@@ -17,13 +17,21 @@ def segment(image, boxes, **params):
 
 @pytest.fixture(scope="module")
 def two_boxes_result(checkpoint_dir, scene):
-    boxes = detections([[35, 45, 190, 210], [225, 45, 375, 195]], class_names=["car", "dog"], class_ids=[7, 3], detection_ids=["up-1", "up-2"])
+    boxes = detections(
+        [[35, 45, 190, 210], [225, 45, 375, 195]],
+        class_names=["car", "dog"],
+        class_ids=[7, 3],
+        detection_ids=["up-1", "up-2"],
+    )
     return segment(scene, boxes)
 
 
 def test_class_names_ids_and_parent_ids_are_carried(two_boxes_result):
     result = two_boxes_result
-    assert sorted(zip(result["parent_id"], result["class_name"], result.class_id)) == [("up-1", "car", 7), ("up-2", "dog", 3)]
+    assert sorted(zip(result["parent_id"], result["class_name"], result.class_id)) == [
+        ("up-1", "car", 7),
+        ("up-2", "dog", 3),
+    ]
     assert len(set(result["detection_id"])) == 2
     assert not set(result["detection_id"]) & {"up-1", "up-2"}
 
@@ -33,7 +41,9 @@ def test_boxes_are_tight_around_masks_and_confidence_is_sam_score(two_boxes_resu
     np.testing.assert_array_equal(result.xyxy, sv.mask_to_xyxy(result.mask))
     assert result.mask.dtype == bool
     # confidence is SAM's predicted IoU of the kept (best of three) mask: Meta's, for the same boxes
-    _, meta_scores, _ = meta_on_scene.predict(box=np.array([[35, 45, 190, 210], [225, 45, 375, 195]], np.float32), multimask_output=True)
+    _, meta_scores, _ = meta_on_scene.predict(
+        box=np.array([[35, 45, 190, 210], [225, 45, 375, 195]], np.float32), multimask_output=True
+    )
     order = np.argsort(result["parent_id"])  # up-1, up-2
     np.testing.assert_allclose(result.confidence[order], meta_scores.max(axis=1), atol=1e-3)
 
@@ -61,7 +71,9 @@ def test_missing_class_and_id_default_to_foreground(checkpoint_dir, scene):
 def test_threshold_drops_low_scoring_masks(checkpoint_dir, scene, two_boxes_result):
     scores = sorted(two_boxes_result.confidence)
     cut = float(np.mean(scores))
-    boxes = detections([[35, 45, 190, 210], [225, 45, 375, 195]], class_names=["car", "dog"], detection_ids=["up-1", "up-2"])
+    boxes = detections(
+        [[35, 45, 190, 210], [225, 45, 375, 195]], class_names=["car", "dog"], detection_ids=["up-1", "up-2"]
+    )
     result = segment(scene, boxes, threshold=cut)
     kept = two_boxes_result.confidence >= cut
     assert len(result) == int(kept.sum()) == 1
@@ -109,7 +121,10 @@ def test_several_images_in_one_batch_keep_their_own_boxes(checkpoint_dir, scene)
     results = run_workflow(
         WORKFLOW,
         image=[scene, small],
-        boxes=[detections([[35, 45, 190, 210]], class_names=["big"]), detections([[10, 10, 100, 90], [150, 20, 300, 180]], class_names=["x", "y"])],
+        boxes=[
+            detections([[35, 45, 190, 210]], class_names=["big"]),
+            detections([[10, 10, 100, 90], [150, 20, 300, 180]], class_names=["x", "y"]),
+        ],
     )
     assert [len(r["predictions"]) for r in results] == [1, 2]
     assert results[1]["predictions"].mask.shape == (2, 200, 320)

@@ -102,7 +102,13 @@ def test_the_video_step_declares_tracking_its_checkpoint_and_that_it_keeps_state
     assert step.restrictions.complete is True
     assert restriction_rows(step) == [
         # each video's tracks live in the block instance: they reset where frames do not all reach it
-        ("stateful_video_state_resets_on_stateless_http", "soft", ["dedicated_deployment", "hosted_serverless"], None, ["video"]),
+        (
+            "stateful_video_state_resets_on_stateless_http",
+            "soft",
+            ["dedicated_deployment", "hosted_serverless"],
+            None,
+            ["video"],
+        ),
         ("temporal_block_no_benefit_on_still_image", "soft", None, None, ["image"]),
         ("third_party_plugin_not_installed", "hard", ["hosted_serverless"], None, None),
     ]

@@ -58,7 +58,12 @@ def test_missing_checkpoint_is_downloaded_atomically(server, empty_dir, monkeypa
     _, url = server
     httpd, url = server
     httpd.files["/t.pt"] = tiny_checkpoint.read_bytes()
-    variant = Variant(name="hiera_tiny", config="configs/sam2.1/sam2.1_hiera_t.yaml", filename="sam2.1_hiera_tiny.pt", url=f"{url}/t.pt")
+    variant = Variant(
+        name="hiera_tiny",
+        config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        filename="sam2.1_hiera_tiny.pt",
+        url=f"{url}/t.pt",
+    )
     path = resolve_checkpoint(variant, progress=False)
     assert path == empty_dir / "sam2.1_hiera_tiny.pt"
     assert path.read_bytes() == httpd.files["/t.pt"]
@@ -177,7 +182,9 @@ UNRESOLVABLE = "http://sam-block-test.invalid/"  # .invalid never resolves (RFC 
 
 
 def _tiny_from(url):
-    return Variant(name="hiera_tiny", config="configs/sam2.1/sam2.1_hiera_t.yaml", filename="sam2.1_hiera_tiny.pt", url=url)
+    return Variant(
+        name="hiera_tiny", config="configs/sam2.1/sam2.1_hiera_t.yaml", filename="sam2.1_hiera_tiny.pt", url=url
+    )
 
 
 def test_random_bytes_served_as_a_checkpoint_are_refused_and_deleted(server, empty_dir, monkeypatch):
@@ -257,7 +264,10 @@ def test_checkpoints_and_models_do_not_import_each_other():
     assert "sam_block.runtime.models" not in imported, imported
     probe = "import sys, sam_block.runtime.checkpoints; print('sam_block.runtime.models' in sys.modules)"
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=Path(__file__).resolve().parents[1],
     )
     assert result.stdout.strip() == "False"

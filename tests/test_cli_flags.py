@@ -14,7 +14,22 @@ DATA = EXAMPLES / "data"
 
 def test_segment_with_model_demo_runs_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path / "empty"))  # hiera_tiny would be missing: demo is used
-    assert main(["segment", str(DATA / "scene.jpg"), "--boxes", str(DATA / "scene_boxes.json"), "--out", str(tmp_path / "out"), "--model", "demo", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(DATA / "scene.jpg"),
+                "--boxes",
+                str(DATA / "scene_boxes.json"),
+                "--out",
+                str(tmp_path / "out"),
+                "--model",
+                "demo",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.err == "" and "3 mask(s)" in captured.out
     assert len(json.loads((tmp_path / "out" / "scene.json").read_text())["predictions"]) == 3
@@ -22,7 +37,22 @@ def test_segment_with_model_demo_runs_offline(tmp_path, monkeypatch, capsys):
 
 def test_old_version_spelling_still_works_with_a_deprecation_warning(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SAM_BLOCK_CHECKPOINT_DIR", str(tmp_path / "empty"))  # only demo can run here
-    assert main(["segment", str(DATA / "scene.jpg"), "--boxes", str(DATA / "scene_boxes.json"), "--out", str(tmp_path / "out"), "--version", "demo", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(DATA / "scene.jpg"),
+                "--boxes",
+                str(DATA / "scene_boxes.json"),
+                "--out",
+                str(tmp_path / "out"),
+                "--version",
+                "demo",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.err == (
         "sam-block: warning: `segment --version demo` is deprecated and will be removed: use `--model demo` "
@@ -32,7 +62,18 @@ def test_old_version_spelling_still_works_with_a_deprecation_warning(tmp_path, m
 
 
 def test_old_and_new_spelling_that_disagree_are_refused(tmp_path, capsys):
-    argv = ["segment", str(DATA / "scene.jpg"), "--boxes", str(DATA / "scene_boxes.json"), "--out", str(tmp_path), "--model", "demo", "--version", "hiera_small"]
+    argv = [
+        "segment",
+        str(DATA / "scene.jpg"),
+        "--boxes",
+        str(DATA / "scene_boxes.json"),
+        "--out",
+        str(tmp_path),
+        "--model",
+        "demo",
+        "--version",
+        "hiera_small",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--model demo and --version hiera_small disagree" in err
@@ -41,7 +82,18 @@ def test_old_and_new_spelling_that_disagree_are_refused(tmp_path, capsys):
 
 def test_old_spelling_of_an_unknown_version_is_still_refused_while_parsing(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["track", str(tmp_path / "clip.mp4"), "--boxes", str(tmp_path / "b.json"), "--out", str(tmp_path), "--version", "hiera_huge"])
+        main(
+            [
+                "track",
+                str(tmp_path / "clip.mp4"),
+                "--boxes",
+                str(tmp_path / "b.json"),
+                "--out",
+                str(tmp_path),
+                "--version",
+                "hiera_huge",
+            ]
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "argument --version: Unknown SAM 2 version 'hiera_huge'" in err
@@ -58,12 +110,29 @@ def test_help_shows_model_and_not_the_old_spelling(command, capsys):
 def test_track_with_a_workflow_names_model_as_the_flag_that_does_not_apply(tmp_path, capsys):
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"")  # never opened: the flags are refused first
-    assert main(["track", str(video), "--workflow", str(EXAMPLES / "g_video_tracking.json"), "--model", "demo", "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "track",
+                str(video),
+                "--workflow",
+                str(EXAMPLES / "g_video_tracking.json"),
+                "--model",
+                "demo",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "--model and --prompt-mode go with --boxes" in capsys.readouterr().err
 
 
 def test_download_lists_only_downloadable_names(capsys):
     assert main(["download", "hiera_huge"]) == 2
     err = capsys.readouterr().err
-    assert err == "sam-block: error: Unknown SAM 2 version 'hiera_huge' to download. Use one of: hiera_tiny, hiera_small, hiera_b_plus, hiera_large\n"
+    assert (
+        err
+        == "sam-block: error: Unknown SAM 2 version 'hiera_huge' to download. Use one of: hiera_tiny, hiera_small, hiera_b_plus, hiera_large\n"
+    )
     assert "demo" not in err

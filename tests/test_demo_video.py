@@ -72,7 +72,23 @@ def test_video_training_is_reproducible_and_leaves_the_image_path_untouched(tmp_
     threads = torch.get_num_threads()
     try:
         for name in ("a.pt", "b.pt"):
-            assert main(["--steps", "3", "--batch", "1", "--threads", "1", "--eval-clips", "0", "--out", str(tmp_path / name)]) == 0
+            assert (
+                main(
+                    [
+                        "--steps",
+                        "3",
+                        "--batch",
+                        "1",
+                        "--threads",
+                        "1",
+                        "--eval-clips",
+                        "0",
+                        "--out",
+                        str(tmp_path / name),
+                    ]
+                )
+                == 0
+            )
     finally:
         torch.set_num_threads(threads)
     assert "step 3/3" in capsys.readouterr().out

@@ -45,7 +45,9 @@ def test_only_workflows_with_model_blocks_get_a_model_manager(no_key):
     assert isinstance(engine_init_parameters(detector)[MODEL_MANAGER], ModelManagerModelsProvider)
     boxes_only = json.loads((EXAMPLES / "a_boxes_input.json").read_text())
     assert steps_needing(boxes_only, "model_manager") == {} and engine_init_parameters(boxes_only) == {}
-    init_engine(detector)  # compiles: was "Could not resolve init parameter model_manager to initialise step `detector`"
+    init_engine(
+        detector
+    )  # compiles: was "Could not resolve init parameter model_manager to initialise step `detector`"
 
 
 def test_api_key_comes_from_the_flag_else_the_environment(no_key, monkeypatch):
@@ -63,14 +65,22 @@ def test_api_key_comes_from_the_flag_else_the_environment(no_key, monkeypatch):
     [(f"http://127.0.0.1:{free_port()}", "connection refused"), ("http://roboflow-api.invalid", "host never resolves")],
     ids=["refused", "dns"],
 )
-def test_offline_a_detector_step_fails_in_one_line_naming_the_model(base_url, reason, no_key, monkeypatch, tmp_path, capsys):
+def test_offline_a_detector_step_fails_in_one_line_naming_the_model(
+    base_url, reason, no_key, monkeypatch, tmp_path, capsys
+):
     point_inference_at(monkeypatch, base_url)
     assert main(["run", str(DETECTOR), str(DATA / "scene.jpg"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert err.startswith("sam-block: error: ") and "step 'detector' (roboflow_core/roboflow_object_detection_model@v2)" in err
+    assert (
+        err.startswith("sam-block: error: ")
+        and "step 'detector' (roboflow_core/roboflow_object_detection_model@v2)" in err
+    )
     assert "could not load model 'coco/3' from the Roboflow API (Could not connect to Roboflow API)" in err
-    assert "need network access to api.roboflow.com and an API key (none is set: pass --api-key KEY or set ROBOFLOW_API_KEY)" in err
+    assert (
+        "need network access to api.roboflow.com and an API key (none is set: pass --api-key KEY or set ROBOFLOW_API_KEY)"
+        in err
+    )
     assert not (tmp_path / "out" / "scene.png").exists()
 
 
@@ -82,7 +92,7 @@ class FakeRoboflowAPI(http.server.ThreadingHTTPServer):
         self.requests = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(handler) -> None:  # noqa: N805
+            def do_GET(handler) -> None:
                 self.requests.append((handler.path, handler.headers.get("Authorization")))
                 body = json.dumps({"error": {"message": "This API key does not exist (or has been revoked)."}}).encode()
                 handler.send_response(401)
@@ -91,7 +101,7 @@ class FakeRoboflowAPI(http.server.ThreadingHTTPServer):
                 handler.end_headers()
                 handler.wfile.write(body)
 
-            def log_message(handler, *args) -> None:  # noqa: N805
+            def log_message(handler, *args) -> None:
                 pass
 
         super().__init__(("127.0.0.1", 0), Handler)
@@ -107,7 +117,16 @@ def test_the_api_key_reaches_the_roboflow_api_and_a_refusal_is_one_line(how, no_
     server = FakeRoboflowAPI()
     try:
         point_inference_at(monkeypatch, server.url)
-        argv = ["run", str(DETECTOR), str(DATA / "scene.jpg"), "--out", str(tmp_path / "out"), "--param", "model_id=my-project/7", "--no-progress"]
+        argv = [
+            "run",
+            str(DETECTOR),
+            str(DATA / "scene.jpg"),
+            "--out",
+            str(tmp_path / "out"),
+            "--param",
+            "model_id=my-project/7",
+            "--no-progress",
+        ]
         if how == "flag":
             argv += ["--api-key", "test-key-123"]
         else:
@@ -141,8 +160,20 @@ def test_the_console_path_prints_exactly_one_line_offline(tmp_path):
     from tests.conftest import REPO
 
     env = {k: v for k, v in os.environ.items() if k not in ("ROBOFLOW_API_KEY", "API_KEY", "TRANSFORMERS_VERBOSITY")}
-    env.update(API_BASE_URL=f"http://127.0.0.1:{free_port()}", PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
-    argv = [sys.executable, "-m", "sam_block.cli", "run", str(DETECTOR), str(DATA / "scene.jpg"), "--out", str(tmp_path / "out")]
+    env.update(
+        API_BASE_URL=f"http://127.0.0.1:{free_port()}",
+        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]),
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "sam_block.cli",
+        "run",
+        str(DETECTOR),
+        str(DATA / "scene.jpg"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("sam-block: error: step 'detector'"), done.stderr

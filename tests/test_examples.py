@@ -12,7 +12,11 @@ ALL_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("*.json"))
 
 
 def test_examples_exist():
-    assert {"a_boxes_input.json", "b_template_matching_to_mask_visualization.json", "c_roboflow_detector_to_sam.json"} <= set(ALL_EXAMPLES)
+    assert {
+        "a_boxes_input.json",
+        "b_template_matching_to_mask_visualization.json",
+        "c_roboflow_detector_to_sam.json",
+    } <= set(ALL_EXAMPLES)
 
 
 @pytest.mark.parametrize("name", ALL_EXAMPLES)
@@ -36,7 +40,9 @@ def test_every_example_compiles(name, checkpoint_dir):
 
 
 def test_example_a_runs(checkpoint_dir, scene):
-    result = run_workflow(load_example("a_boxes_input.json"), image=scene, boxes=[detections([[35, 45, 190, 210]], class_names=["rect"])])
+    result = run_workflow(
+        load_example("a_boxes_input.json"), image=scene, boxes=[detections([[35, 45, 190, 210]], class_names=["rect"])]
+    )
     assert list(result[0]["predictions"]["class_name"]) == ["rect"]
 
 
@@ -45,7 +51,9 @@ def template_matching_run(checkpoint_dir):
     image = make_scene(seed=3)
     x1, y1, x2, y2 = 220, 40, 290, 110
     template = image[y1:y2, x1:x2].copy()
-    outputs = run_workflow(load_example("b_template_matching_to_mask_visualization.json"), image=image, template=template)[0]
+    outputs = run_workflow(
+        load_example("b_template_matching_to_mask_visualization.json"), image=image, template=template
+    )[0]
     return image, (x1, y1, x2, y2), outputs
 
 

@@ -75,7 +75,17 @@ def make_invalid_image(kind: str, height: int, width: int) -> np.ndarray:
     raise AssertionError(kind)
 
 
-INVALID_KINDS = ["nan", "inf", "negative_int", "above_255_int", "float_out_of_range", "two_channels", "five_channels", "complex", "empty"]
+INVALID_KINDS = [
+    "nan",
+    "inf",
+    "negative_int",
+    "above_255_int",
+    "float_out_of_range",
+    "two_channels",
+    "five_channels",
+    "complex",
+    "empty",
+]
 invalid_images = st.builds(
     make_invalid_image, kind=st.sampled_from(INVALID_KINDS), height=st.integers(1, 32), width=st.integers(1, 32)
 )
@@ -114,7 +124,10 @@ def as_detections(xyxy: np.ndarray) -> sv.Detections:
         xyxy=xyxy,
         class_id=np.arange(n),
         confidence=np.full(n, 0.5),
-        data={"class_name": np.array([f"c{i}" for i in range(n)]), "detection_id": np.array([f"id{i}" for i in range(n)])},
+        data={
+            "class_name": np.array([f"c{i}" for i in range(n)]),
+            "detection_id": np.array([f"id{i}" for i in range(n)]),
+        },
     )
 
 
@@ -155,7 +168,9 @@ def assert_segmented_correctly(result: sv.Detections, image: np.ndarray, xyxy: n
     for parent, class_name, class_id in zip(parents, result["class_name"], result.class_id):
         assert (class_name, int(class_id)) == (f"c{parent[2:]}", int(parent[2:]))
     assert np.isfinite(result.xyxy).all()
-    assert (result.xyxy[:, :2] >= 0).all() and (result.xyxy[:, 2] <= width).all() and (result.xyxy[:, 3] <= height).all()
+    assert (
+        (result.xyxy[:, :2] >= 0).all() and (result.xyxy[:, 2] <= width).all() and (result.xyxy[:, 3] <= height).all()
+    )
     assert np.all(result.mask.any(axis=(1, 2)))
 
 

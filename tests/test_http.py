@@ -99,7 +99,6 @@ def test_blocks_describe_lists_the_block_as_the_committed_manifest(server, metho
 
 def test_served_masks_equal_the_in_process_masks(server, checkpoint_dir):
     from inference.core.workflows.core_steps.common.serializers import mask_to_polygon
-
     from tests.conftest import run_workflow
 
     scene = make_scene()
@@ -218,7 +217,12 @@ RUNTIME_CHOSEN = runtime_chosen_workflow({"type": TYPE, "name": "sam"}, fmt="RLE
     "inputs, status, inner, words",
     [
         ({}, 200, None, []),  # DEMO, RLE: the workflow itself is fine
-        ({"model": "HIERA_HUGE"}, 400, "UnknownVersionError", ["Unknown SAM 2 version 'hiera_huge'", "hiera_tiny, hiera_small"]),
+        (
+            {"model": "HIERA_HUGE"},
+            400,
+            "UnknownVersionError",
+            ["Unknown SAM 2 version 'hiera_huge'", "hiera_tiny, hiera_small"],
+        ),
         ({"fmt": "PNG"}, 400, "InvalidParameterError", ["output_format='png' is not one of rle, polygons"]),
     ],
     ids=["valid", "unknown-version", "bad-output-format"],
@@ -357,6 +361,7 @@ def test_concurrent_clients_each_get_their_own_result(server):
     for index in (0, requests_total - 1):  # first and last: two different clients
         image, boxes = inputs[index]
         assert without_ids(served_by_index[index]) == without_ids(in_process_serialized(image, boxes)), index
-    print(f"\n{requests_total} requests from {CLIENTS} clients in {elapsed:.1f} s ({requests_total / elapsed:.2f} req/s)")
+    print(
+        f"\n{requests_total} requests from {CLIENTS} clients in {elapsed:.1f} s ({requests_total / elapsed:.2f} req/s)"
+    )
     assert server.process.poll() is None, f"server exited with {server.process.returncode}:\n{server.log_tail()}"
-

@@ -20,7 +20,11 @@ coordinate = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(boxes=arrays(np.float64, st.tuples(st.integers(0, 8), st.just(4)), elements=coordinate), height=st.integers(1, 200), width=st.integers(1, 200))
+@given(
+    boxes=arrays(np.float64, st.tuples(st.integers(0, 8), st.just(4)), elements=coordinate),
+    height=st.integers(1, 200),
+    width=st.integers(1, 200),
+)
 def test_kept_boxes_are_finite_ordered_inside_and_non_empty(boxes, height, width):
     clipped, keep = sanitize_boxes(boxes, (height, width))
     assert clipped.shape == boxes.shape and keep.shape == (len(boxes),)
@@ -36,7 +40,11 @@ def test_kept_boxes_are_finite_ordered_inside_and_non_empty(boxes, height, width
         boxes = boxes.astype(np.float32).astype(np.float64)
     lo = np.minimum(boxes[:, :2], boxes[:, 2:])
     hi = np.maximum(boxes[:, :2], boxes[:, 2:])
-    overlaps = finite & (np.minimum(hi[:, 0], width) > np.maximum(lo[:, 0], 0)) & (np.minimum(hi[:, 1], height) > np.maximum(lo[:, 1], 0))
+    overlaps = (
+        finite
+        & (np.minimum(hi[:, 0], width) > np.maximum(lo[:, 0], 0))
+        & (np.minimum(hi[:, 1], height) > np.maximum(lo[:, 1], 0))
+    )
     np.testing.assert_array_equal(keep, overlaps)
 
 
@@ -47,7 +55,10 @@ def test_provenance_rows_follow_kept_prompts(boxes):
     dets = sv.Detections(
         xyxy=boxes,
         class_id=np.arange(n),
-        data={"class_name": np.array([f"c{i}" for i in range(n)]), "detection_id": np.array([f"id{i}" for i in range(n)])},
+        data={
+            "class_name": np.array([f"c{i}" for i in range(n)]),
+            "detection_id": np.array([f"id{i}" for i in range(n)]),
+        },
     )
     prompts, provenance = detections_to_prompts(dets, (100, 150))
     assert len(prompts) == len(provenance)

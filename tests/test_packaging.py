@@ -26,7 +26,12 @@ CORE_TESTS = [  # the block through the engine, CompactMask output, serializers 
     "tests/test_runtime_speedups.py::test_compact_output_flows_through_serializer_and_visualizers",
     "tests/test_examples.py::test_example_a_runs",
 ]
-NETWORK_TROUBLE = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable", "No matching distribution")
+NETWORK_TROUBLE = (
+    "NewConnectionError",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "No matching distribution",
+)
 
 
 def floor_of(package: str) -> str:
@@ -52,7 +57,11 @@ def test_every_runtime_dependency_we_call_privately_has_a_ceiling():
 def lowest_supervision(request, tmp_path_factory) -> Path:
     version = floor_of("supervision")
     cache = getattr(request.config, "cache", None)
-    target = cache.mkdir(f"supervision-{version}") if cache is not None else tmp_path_factory.mktemp(f"supervision-{version}")
+    target = (
+        cache.mkdir(f"supervision-{version}")
+        if cache is not None
+        else tmp_path_factory.mktemp(f"supervision-{version}")
+    )
     if not (target / f"supervision-{version}.dist-info").is_dir():
         done = subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
@@ -61,7 +70,9 @@ def lowest_supervision(request, tmp_path_factory) -> Path:
         )  # fmt: skip
         if done.returncode != 0:
             if any(word in done.stdout + done.stderr for word in NETWORK_TROUBLE):
-                pytest.skip(f"PyPI unreachable, cannot install supervision=={version}: {done.stderr.strip().splitlines()[-1]}")
+                pytest.skip(
+                    f"PyPI unreachable, cannot install supervision=={version}: {done.stderr.strip().splitlines()[-1]}"
+                )
             raise AssertionError(f"pip install supervision=={version} failed:\n{done.stdout}\n{done.stderr}")
     return target
 

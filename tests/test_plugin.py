@@ -26,7 +26,10 @@ def test_video_block_is_described_with_the_anchors_field_names():
     shared = {"images", "boxes", "prompt_mode", "prompt_interval", "threshold"}
     assert shared <= set(properties) and shared <= set(anchor)
     assert {"version", "match_iou", "lost_after", "max_tracks", "output_format"} <= set(properties)
-    assert sorted(k.name for k in block.outputs_manifest[0].kind) == ["instance_segmentation_prediction", "rle_instance_segmentation_prediction"]
+    assert sorted(k.name for k in block.outputs_manifest[0].kind) == [
+        "instance_segmentation_prediction",
+        "rle_instance_segmentation_prediction",
+    ]
 
 
 def test_engine_blocks_loader_lists_the_block():
@@ -35,11 +38,17 @@ def test_engine_blocks_loader_lists_the_block():
         load_workflow_blocks,
     )
 
-    assert any(b.block_class.__name__ == "SegmentAnything2BlockV1" and b.block_source == "sam_block" for b in load_workflow_blocks())
+    assert any(
+        b.block_class.__name__ == "SegmentAnything2BlockV1" and b.block_source == "sam_block"
+        for b in load_workflow_blocks()
+    )
     described = {b.manifest_type_identifier: b for b in describe_available_blocks(dynamic_blocks=[]).blocks}
     block = described[TYPE]
     assert [o.name for o in block.outputs_manifest] == ["predictions"]
-    assert [k.name for k in block.outputs_manifest[0].kind] == ["rle_instance_segmentation_prediction", "instance_segmentation_prediction"]
+    assert [k.name for k in block.outputs_manifest[0].kind] == [
+        "rle_instance_segmentation_prediction",
+        "instance_segmentation_prediction",
+    ]
 
 
 def test_manifest_binds_the_contracted_fields():
@@ -50,11 +59,23 @@ def test_manifest_binds_the_contracted_fields():
     properties = schema["properties"]
     assert properties["type"].get("enum", [properties["type"].get("const")]) == [TYPE]
     box_kinds = {k["name"] for option in properties["boxes"]["anyOf"] for k in option.get("kind", [])}
-    assert box_kinds == {"object_detection_prediction", "instance_segmentation_prediction", "keypoint_detection_prediction"}
+    assert box_kinds == {
+        "object_detection_prediction",
+        "instance_segmentation_prediction",
+        "keypoint_detection_prediction",
+    }
     assert properties["version"]["default"] == "hiera_tiny"
     versions = [v for option in properties["version"]["anyOf"] for v in option.get("enum", [])]
     assert versions == list(BUILTIN_VERSIONS)  # offered to no-code builders; registered names are accepted too
-    assert {"hiera_tiny", "hiera_small", "hiera_b_plus", "hiera_large", "demo", "sam2_hiera_tiny", "facebook/sam2.1-hiera-large"} <= set(versions)
+    assert {
+        "hiera_tiny",
+        "hiera_small",
+        "hiera_b_plus",
+        "hiera_large",
+        "demo",
+        "sam2_hiera_tiny",
+        "facebook/sam2.1-hiera-large",
+    } <= set(versions)
     assert properties["threshold"]["default"] == 0.0
     assert properties["multimask_output"]["default"] is True
     for field in ("boxes", "version", "threshold", "multimask_output"):
@@ -84,7 +105,10 @@ def test_a_model_is_loaded_once_under_concurrent_first_use(checkpoint_dir, monke
 
     monkeypatch.setattr(models, "load_model", counting_load)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(registry.get("hiera_tiny", torch.device("cpu")))) for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(registry.get("hiera_tiny", torch.device("cpu"))))
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

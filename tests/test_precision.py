@@ -185,7 +185,9 @@ def test_image_step_bf16_agrees_with_fp32_on_30_scenes(demo_model):
         masks = {}
         for name in ("fp32", "bf16"):
             predictor = Sam2Predictor(demo_model, precision=name, cache=None)
-            masks[name] = predictor.predict(predictor.encode(scene.image), PromptBatch(boxes=scene.boxes)).masks.to_dense()
+            masks[name] = predictor.predict(
+                predictor.encode(scene.image), PromptBatch(boxes=scene.boxes)
+            ).masks.to_dense()
         assert len(masks["fp32"]) == len(masks["bf16"]) == len(scene.boxes)
         ious += [mask_iou(a, b) for a, b in zip(masks["fp32"], masks["bf16"])]
     ious = np.array(ious)
@@ -223,7 +225,12 @@ def _track(model, name: str, clip):
     for t, frame in enumerate(clip.frames):
         result = session.step(frame, prompts if t == 0 else None, t)
         dense = result.masks.to_dense()
-        frames.append({info["object"]: (int(track_id), dense[row]) for row, (track_id, info) in enumerate(zip(result.track_ids, result.infos))})
+        frames.append(
+            {
+                info["object"]: (int(track_id), dense[row])
+                for row, (track_id, info) in enumerate(zip(result.track_ids, result.infos))
+            }
+        )
     return objects, frames
 
 

@@ -1,6 +1,5 @@
 """Keypoints as points, masks as refinement, segment-everything: parity with Meta's SAM 2 tools."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -25,13 +24,17 @@ def meta_best(meta, **prompt):
 def keypoint_detections(boxes, keypoints, confidences, names):
     dets = detections(boxes, class_names=names, detection_ids=[f"k{i}" for i in range(len(boxes))])
     dets.data["keypoints_xy"] = np.array([np.asarray(k, dtype=float) for k in keypoints] + [None], dtype=object)[:-1]
-    dets.data["keypoints_confidence"] = np.array([np.asarray(c, dtype=float) for c in confidences] + [None], dtype=object)[:-1]
+    dets.data["keypoints_confidence"] = np.array(
+        [np.asarray(c, dtype=float) for c in confidences] + [None], dtype=object
+    )[:-1]
     return dets
 
 
 def run_keypoints(scene, dets, keypoint_confidence=0.5):
     definition = load_example("d_keypoints_to_sam.json")
-    return run_workflow(definition, image=scene, keypoints=[dets], keypoint_confidence=keypoint_confidence)[0]["predictions"]
+    return run_workflow(definition, image=scene, keypoints=[dets], keypoint_confidence=keypoint_confidence)[0][
+        "predictions"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +42,21 @@ def keypoint_run(meta, scene, checkpoint_dir):
     boxes = [BOX, [225, 45, 375, 195]]
     keypoints = [[[100, 120], [60, 70], [150, 180]], [[300, 120], [260, 80], [5, 5]]]
     confidences = [[0.9, 0.2, 0.8], [0.95, 0.7, 0.1]]  # two visible keypoints each
-    return run_keypoints(scene, keypoint_detections(boxes, keypoints, confidences, ["rect", "circle"])), boxes, keypoints, confidences
+    return (
+        run_keypoints(scene, keypoint_detections(boxes, keypoints, confidences, ["rect", "circle"])),
+        boxes,
+        keypoints,
+        confidences,
+    )
 
 
 def test_visible_keypoints_and_box_match_meta(keypoint_run, meta):
     result, boxes, keypoints, confidences = keypoint_run
     for i, name in enumerate(["rect", "circle"]):
         visible = np.array(keypoints[i])[np.array(confidences[i]) >= 0.5]
-        expected, score, _ = meta_best(meta, point_coords=visible, point_labels=np.ones(len(visible)), box=np.asarray(boxes[i]))
+        expected, score, _ = meta_best(
+            meta, point_coords=visible, point_labels=np.ones(len(visible)), box=np.asarray(boxes[i])
+        )
         ours = list(result["class_name"]).index(name)
         assert mask_iou(result.mask[ours], expected) >= 0.99
         assert abs(float(result.confidence[ours]) - score) <= 1e-3
@@ -70,7 +80,9 @@ def test_all_invisible_keypoints_fall_back_to_the_box(meta, scene, checkpoint_di
 def test_keypoint_confidence_cut_is_honoured(meta, scene, checkpoint_dir):
     dets = keypoint_detections([BOX], [[[100, 120], [60, 70]]], [[0.9, 0.3]], ["rect"])
     result = run_keypoints(scene, dets, keypoint_confidence=0.25)  # both visible now
-    expected, score, _ = meta_best(meta, point_coords=np.array([[100, 120], [60, 70]]), point_labels=np.ones(2), box=BOX)
+    expected, score, _ = meta_best(
+        meta, point_coords=np.array([[100, 120], [60, 70]]), point_labels=np.ones(2), box=BOX
+    )
     assert mask_iou(result.mask[0], expected) >= 0.99
     assert abs(float(result.confidence[0]) - score) <= 1e-3
 
@@ -88,7 +100,10 @@ def test_mask_prompts_refine_the_way_meta_does(meta, scene, checkpoint_dir):
     expected, score, _ = meta_best(meta, box=BOX, mask_input=logits)
     assert mask_iou(refined.mask[0], expected) >= 0.99
     assert abs(float(refined.confidence[0]) - score) <= 1e-3
-    assert mask_iou(refined.mask[0], box_only.mask[0]) < 1.0 or abs(float(refined.confidence[0] - box_only.confidence[0])) > 1e-3
+    assert (
+        mask_iou(refined.mask[0], box_only.mask[0]) < 1.0
+        or abs(float(refined.confidence[0] - box_only.confidence[0])) > 1e-3
+    )
 
 
 def test_stability_score_is_meta_formula_on_the_returned_mask(keypoint_run, meta):
@@ -130,7 +145,9 @@ def test_segment_everything_step_matches_meta_mask_generator(everything_run):
 
 
 @pytest.mark.slow  # 78 s on the shared 2-core machine
-def test_segment_everything_keeps_the_same_candidates_as_meta_before_deduplication(meta_predictor, scene, checkpoint_dir):
+def test_segment_everything_keeps_the_same_candidates_as_meta_before_deduplication(
+    meta_predictor, scene, checkpoint_dir
+):
     """Random-weight masks overlap heavily, so NMS leaves few; without NMS every
     candidate that passes the IoU and stability filters is compared."""
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
@@ -145,7 +162,9 @@ def test_segment_everything_keeps_the_same_candidates_as_meta_before_deduplicati
     ours = segment_everything(predictor, predictor.encode(rgb), EverythingParams(box_nms_thresh=1.0, **EVERYTHING))
     assert len(theirs) >= 10
     assert_same_masks(ours.masks.to_dense(), theirs)
-    assert sorted(np.round(ours.scores, 4)) == pytest.approx(sorted(np.round([t["predicted_iou"] for t in theirs], 4)), abs=1e-3)
+    assert sorted(np.round(ours.scores, 4)) == pytest.approx(
+        sorted(np.round([t["predicted_iou"] for t in theirs], 4)), abs=1e-3
+    )
 
 
 def test_segment_everything_numbers_masks_by_area(everything_run, scene):
@@ -163,7 +182,9 @@ def test_segment_everything_min_mask_area_drops_small_masks(everything_run, scen
     ours, _ = everything_run
     areas = np.sort(ours.mask.sum(axis=(1, 2)))
     cut = int(areas[len(areas) // 2]) + 1 if len(areas) > 1 else int(areas[0]) + 1
-    smaller = run_workflow(load_example("f_segment_everything.json"), image=scene, min_mask_area=cut, **EVERYTHING)[0]["predictions"]
+    smaller = run_workflow(load_example("f_segment_everything.json"), image=scene, min_mask_area=cut, **EVERYTHING)[0][
+        "predictions"
+    ]
     assert len(smaller) == int((areas >= cut).sum())
     assert np.all(smaller.mask.sum(axis=(1, 2)) >= cut)
 
@@ -177,5 +198,12 @@ def test_building_prompts_from_detections_needs_no_torch():
     from tests.support import REPO
 
     code = "import sys, sam_block.prompts, sam_block.runtime.prompt_batch; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert out.stdout.strip() == "[]"

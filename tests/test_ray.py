@@ -20,8 +20,8 @@ import pytest
 import ray
 from pycocotools import mask as mask_utils
 
-from sam_block.cli.batch import FAILED_FILE, STATE_DIR, RayOptions, run_with_ray
 from sam_block.cli import main
+from sam_block.cli.batch import FAILED_FILE, STATE_DIR, RayOptions, run_with_ray
 from sam_block.demo.scenes import make_scene
 
 pytestmark = pytest.mark.slow
@@ -31,10 +31,24 @@ IMAGES = 40
 PARAMS = {"points_per_side": 8}  # segment everything on a coarse grid: a few masks per image, per scene different
 WORKFLOW = {
     "version": "1.0",
-    "inputs": [{"type": "WorkflowImage", "name": "image"}, {"type": "WorkflowParameter", "name": "points_per_side", "default_value": 32}],
+    "inputs": [
+        {"type": "WorkflowImage", "name": "image"},
+        {"type": "WorkflowParameter", "name": "points_per_side", "default_value": 32},
+    ],
     "steps": [
-        {"type": "sam_block/segment_anything_2@v1", "name": "sam", "images": "$inputs.image", "version": "demo", "points_per_side": "$inputs.points_per_side"},
-        {"type": "roboflow_core/mask_visualization@v1", "name": "masks", "image": "$inputs.image", "predictions": "$steps.sam.predictions"},
+        {
+            "type": "sam_block/segment_anything_2@v1",
+            "name": "sam",
+            "images": "$inputs.image",
+            "version": "demo",
+            "points_per_side": "$inputs.points_per_side",
+        },
+        {
+            "type": "roboflow_core/mask_visualization@v1",
+            "name": "masks",
+            "image": "$inputs.image",
+            "predictions": "$steps.sam.predictions",
+        },
     ],
     "outputs": [
         {"type": "JsonField", "name": "predictions", "selector": "$steps.sam.predictions"},
@@ -54,11 +68,36 @@ def test_the_command_starts_its_own_local_ray_and_stops_it(tmp_path):
         cv2.imwrite(str(images / f"scene{seed:02d}.png"), np.ascontiguousarray(make_scene(seed).image[..., ::-1]))
     (tmp_path / "workflow.json").write_text(json.dumps(WORKFLOW))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "sam_block.cli", "run", str(tmp_path / "workflow.json"), str(images), "--out", str(out), "--param", "points_per_side=8", "--no-progress", "--ray", "--workers", "1"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    command = [
+        sys.executable,
+        "-m",
+        "sam_block.cli",
+        "run",
+        str(tmp_path / "workflow.json"),
+        str(images),
+        "--out",
+        str(out),
+        "--param",
+        "points_per_side=8",
+        "--no-progress",
+        "--ray",
+        "--workers",
+        "1",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 image(s)" in done.stdout and sorted(p.name for p in out.glob("*.png")) == ["scene00.png", "scene00.visualization.png", "scene01.png", "scene01.visualization.png"]
-    assert [Path(i["file_name"]).name for i in json.loads((out / "coco.json").read_text())["images"]] == ["scene00.png", "scene01.png"]
+    assert "2 image(s)" in done.stdout and sorted(p.name for p in out.glob("*.png")) == [
+        "scene00.png",
+        "scene00.visualization.png",
+        "scene01.png",
+        "scene01.visualization.png",
+    ]
+    assert [Path(i["file_name"]).name for i in json.loads((out / "coco.json").read_text())["images"]] == [
+        "scene00.png",
+        "scene01.png",
+    ]
     assert not ray.is_initialized()
 
 
@@ -80,7 +119,21 @@ def dataset(tmp_path_factory):
     workflow = root / "workflow.json"
     workflow.write_text(json.dumps(WORKFLOW))
     reference = root / "reference"
-    assert main(["run", str(workflow), str(images), "--out", str(reference), "--param", "points_per_side=8", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(workflow),
+                str(images),
+                "--out",
+                str(reference),
+                "--param",
+                "points_per_side=8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     coco = json.loads((reference / "coco.json").read_text())
     assert len(coco["images"]) == IMAGES and len(coco["annotations"]) >= IMAGES  # masks on every scene, on average
     return images, workflow, reference
@@ -97,14 +150,34 @@ def assert_same_as_reference(out: Path, reference: Path) -> None:
     for path in reference.glob("*.json"):  # the engine's JSON: the same masks, up to the fresh detection ids
         ours, theirs = json.loads((out / path.name).read_text()), json.loads(path.read_text())
         if "predictions" in theirs:
-            strip = lambda p: [{k: v for k, v in d.items() if k not in ("detection_id", "parent_id")} for d in p["predictions"]["predictions"]]  # noqa: E731
+
+            def strip(p):
+                return [
+                    {k: v for k, v in d.items() if k not in ("detection_id", "parent_id")}
+                    for d in p["predictions"]["predictions"]
+                ]
+
             assert strip(ours) == strip(theirs), path.name
 
 
 def test_ray_run_equals_the_single_process_run(ray_runtime, dataset, tmp_path, capsys):
     images, workflow, reference = dataset
     out = tmp_path / "out"
-    code = main(["run", str(workflow), str(images), "--out", str(out), "--param", "points_per_side=8", "--no-progress", "--ray", "--workers", "2"])
+    code = main(
+        [
+            "run",
+            str(workflow),
+            str(images),
+            "--out",
+            str(out),
+            "--param",
+            "points_per_side=8",
+            "--no-progress",
+            "--ray",
+            "--workers",
+            "2",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert f"{IMAGES} image(s)" in capsys.readouterr().out
     assert_same_as_reference(out, reference)
@@ -121,7 +194,13 @@ def test_a_killed_actor_is_restarted_and_nothing_is_lost(ray_runtime, dataset, t
             os.kill(image["pid"], signal.SIGKILL)
             killed.append(image["pid"])
 
-    summary = run_with_ray(json.loads(workflow.read_text()), [images], tmp_path / "out", PARAMS, RayOptions(workers=2, batch_size=2, progress=False, on_image=kill_the_first_worker))
+    summary = run_with_ray(
+        json.loads(workflow.read_text()),
+        [images],
+        tmp_path / "out",
+        PARAMS,
+        RayOptions(workers=2, batch_size=2, progress=False, on_image=kill_the_first_worker),
+    )
     assert killed and not _alive(killed[0])
     assert (summary.frames, summary.computed, summary.skipped, summary.failed) == (IMAGES, IMAGES, 0, [])
     assert len(set(pids) - set(killed)) >= 2, "a restarted actor (a new process) took the dead one's place"
@@ -142,18 +221,36 @@ def test_an_interrupted_run_resumes_without_duplicates_or_recomputation(ray_runt
             raise Stop  # as Ctrl-C would, in the middle of the job
 
     with pytest.raises(Stop):
-        run_with_ray(definition, [images], out, PARAMS, RayOptions(workers=2, batch_size=2, progress=False, on_image=stop_half_way))
+        run_with_ray(
+            definition,
+            [images],
+            out,
+            PARAMS,
+            RayOptions(workers=2, batch_size=2, progress=False, on_image=stop_half_way),
+        )
     done = {p.stem: p.stat().st_mtime_ns for p in (out / STATE_DIR).glob("*.json")}
     pictures = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
     assert set(done) == set(first) and len(done) == IMAGES // 2 and not (out / "coco.json").exists()
     time.sleep(0.01)
 
     second = []
-    summary = run_with_ray(definition, [images], out, PARAMS, RayOptions(workers=2, batch_size=2, progress=False, on_image=lambda image: second.append(image["name"])))
+    summary = run_with_ray(
+        definition,
+        [images],
+        out,
+        PARAMS,
+        RayOptions(workers=2, batch_size=2, progress=False, on_image=lambda image: second.append(image["name"])),
+    )
     assert (summary.frames, summary.skipped, summary.computed) == (IMAGES, IMAGES // 2, IMAGES // 2)
-    assert sorted(second) == sorted(set(second)) and not set(second) & set(first)  # engine runs: only the missing half, once each
-    assert {p.stem: p.stat().st_mtime_ns for p in (out / STATE_DIR).glob("*.json") if p.stem in done} == done  # untouched
-    assert {name: mtime for name, mtime in ((p.name, p.stat().st_mtime_ns) for p in out.glob("*.png")) if name in pictures} == pictures
+    assert sorted(second) == sorted(set(second)) and not set(second) & set(
+        first
+    )  # engine runs: only the missing half, once each
+    assert {
+        p.stem: p.stat().st_mtime_ns for p in (out / STATE_DIR).glob("*.json") if p.stem in done
+    } == done  # untouched
+    assert {
+        name: mtime for name, mtime in ((p.name, p.stat().st_mtime_ns) for p in out.glob("*.png")) if name in pictures
+    } == pictures
     assert_same_as_reference(out, reference)  # each image and annotation exactly once, in input order
 
     third = run_with_ray(definition, [images], out, PARAMS, RayOptions(workers=2, progress=False))
@@ -174,7 +271,16 @@ def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtim
         scene = make_scene(seed)
         truth[f"scene{seed:02d}"] = scene.masks
         predictions = [
-            {"x": float(x1 + x2) / 2, "y": float(y1 + y2) / 2, "width": float(x2 - x1), "height": float(y2 - y1), "class": kind, "class_id": 0, "confidence": 1.0, "detection_id": f"s{seed}-{i}"}
+            {
+                "x": float(x1 + x2) / 2,
+                "y": float(y1 + y2) / 2,
+                "width": float(x2 - x1),
+                "height": float(y2 - y1),
+                "class": kind,
+                "class_id": 0,
+                "confidence": 1.0,
+                "detection_id": f"s{seed}-{i}",
+            }
             for i, ((x1, y1, x2, y2), kind) in enumerate(zip(scene.boxes, scene.kinds))
         ]
         per_image[name] = {"boxes": [{"image": {"width": 256, "height": 256}, "predictions": predictions}]}
@@ -182,7 +288,16 @@ def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtim
     (tmp_path / "per_image.json").write_text(json.dumps(per_image))
     out = tmp_path / "out"
     workflow = REPO / "sam_block/workflows/boxes_to_masks.json"
-    command = ["run", str(workflow), str(inputs), "--param", "version=demo", "--no-progress", "--per-image", str(tmp_path / "per_image.json")]
+    command = [
+        "run",
+        str(workflow),
+        str(inputs),
+        "--param",
+        "version=demo",
+        "--no-progress",
+        "--per-image",
+        str(tmp_path / "per_image.json"),
+    ]
     code = main([*command, "--out", str(out), "--ray", "--workers", "2"])
     assert code == 1  # some input failed: listed, and the exit code says so
 
@@ -191,7 +306,9 @@ def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtim
     assert (plain / FAILED_FILE).read_text() == (out / FAILED_FILE).read_text()
     ray_coco, plain_coco = (json.loads((d / "coco.json").read_text()) for d in (out, plain))
     assert ray_coco["images"] == plain_coco["images"] and ray_coco["categories"] == plain_coco["categories"]
-    for ours, theirs in zip(ray_coco["annotations"], plain_coco["annotations"], strict=True):  # the same masks; scores up to float
+    for ours, theirs in zip(
+        ray_coco["annotations"], plain_coco["annotations"], strict=True
+    ):  # the same masks; scores up to float
         assert {k: v for k, v in ours.items() if k != "score"} == {k: v for k, v in theirs.items() if k != "score"}
         assert ours["score"] == pytest.approx(theirs["score"], abs=1e-4)  # rounding (1 thread per actor)
 
@@ -200,20 +317,33 @@ def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtim
     assert "is not an image OpenCV can read" in lines[0]["reason"]
     coco = json.loads((out / "coco.json").read_text())
     assert [i["file_name"] for i in coco["images"]] == [str(inputs / n) for n in per_image]
-    for stem, masks in truth.items():  # every image got its own boxes: one mask per box, on its shape
+    for stem in truth:  # every image got its own boxes: one mask per box, on its shape
         found = json.loads((out / f"{stem}.json").read_text())["predictions"]["predictions"]
-        assert [p["parent_id"] for p in found] == [p["detection_id"] for p in per_image[f"{stem}.png"]["boxes"][0]["predictions"]]
+        assert [p["parent_id"] for p in found] == [
+            p["detection_id"] for p in per_image[f"{stem}.png"]["boxes"][0]["predictions"]
+        ]
     for annotation in coco["annotations"]:
         stem = Path(coco["images"][annotation["image_id"] - 1]["file_name"]).stem
-        mask = mask_utils.decode({"size": annotation["segmentation"]["size"], "counts": annotation["segmentation"]["counts"].encode()}).astype(bool)
+        mask = mask_utils.decode(
+            {"size": annotation["segmentation"]["size"], "counts": annotation["segmentation"]["counts"].encode()}
+        ).astype(bool)
         assert max((mask & t).sum() / (mask | t).sum() for t in truth[stem]) > 0.5
     assert len(coco["annotations"]) == sum(len(m) for m in truth.values())
 
     (inputs / "broken.png").write_bytes((inputs / "scene00.png").read_bytes())  # repaired: the next run tries it again
-    summary = run_with_ray(json.loads(workflow.read_text()), [inputs], out, {"version": "demo", "boxes": per_image["scene00.png"]["boxes"]}, RayOptions(progress=False))
+    summary = run_with_ray(
+        json.loads(workflow.read_text()),
+        [inputs],
+        out,
+        {"version": "demo", "boxes": per_image["scene00.png"]["boxes"]},
+        RayOptions(progress=False),
+    )
     assert (summary.frames, summary.skipped, summary.computed, summary.failed) == (4, 3, 1, [])
     assert not (out / FAILED_FILE).exists()
-    assert [Path(i["file_name"]).name for i in json.loads((out / "coco.json").read_text())["images"]] == ["broken.png", *per_image]
+    assert [Path(i["file_name"]).name for i in json.loads((out / "coco.json").read_text())["images"]] == [
+        "broken.png",
+        *per_image,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -235,7 +365,9 @@ def test_bad_requests_are_one_clear_error_before_any_work(change, expected, tmp_
     (tmp_path / "clip.avi").write_bytes(b"not read: refused by its suffix")
     arguments = {"inputs": [tmp_path / "a.png"], "workers": 2, **change(tmp_path)}
     with pytest.raises(CliError, match=re.escape(expected)):
-        run_with_ray(WORKFLOW, arguments.pop("inputs"), tmp_path / "out", PARAMS, RayOptions(progress=False, **arguments))
+        run_with_ray(
+            WORKFLOW, arguments.pop("inputs"), tmp_path / "out", PARAMS, RayOptions(progress=False, **arguments)
+        )
     assert not (tmp_path / "out" / "coco.json").exists()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import cv2
@@ -28,7 +27,9 @@ from tests.conftest import REPO, build_random_checkpoint, detections, load_examp
 from tests.video_support import build_meta_video_predictor, make_clip, meta_track, write_jpegs
 
 DEMO_CONFIG = str(REPO / "sam_block" / "configs" / "sam2.1_demo.yaml")
-BOXES = np.array([[35, 45, 190, 210], [225, 45, 375, 195], [310, 195, 450, 290], [100.5, 80.25, 330.75, 260.5]], np.float32)
+BOXES = np.array(
+    [[35, 45, 190, 210], [225, 45, 375, 195], [310, 195, 450, 290], [100.5, 80.25, 330.75, 260.5]], np.float32
+)
 PARITY_IOU = 0.99
 
 
@@ -70,7 +71,11 @@ def registered(finetuned, tmp_path, monkeypatch) -> str:
     folder.mkdir()
     (folder / "weights").mkdir()
     (folder / "weights" / finetuned.name).write_bytes(finetuned.read_bytes())
-    write_registry(folder / "registry.yaml", {"my_shapes": {"checkpoint": f"weights/{finetuned.name}", "config": DEMO_CONFIG}}, monkeypatch)
+    write_registry(
+        folder / "registry.yaml",
+        {"my_shapes": {"checkpoint": f"weights/{finetuned.name}", "config": DEMO_CONFIG}},
+        monkeypatch,
+    )
     return "my_shapes"
 
 
@@ -114,14 +119,21 @@ def meta_image_masks(config: str, checkpoint: Path, rgb: np.ndarray, boxes=BOXES
 
 def block_masks(image_bgr: np.ndarray, version: str, boxes=BOXES) -> np.ndarray:
     ids = [f"b{i}" for i in range(len(boxes))]
-    result = run_workflow(load_example("a_boxes_input.json"), image=image_bgr, boxes=[detections(boxes, detection_ids=ids)], version=version)
+    result = run_workflow(
+        load_example("a_boxes_input.json"),
+        image=image_bgr,
+        boxes=[detections(boxes, detection_ids=ids)],
+        version=version,
+    )
     predictions = result[0]["predictions"]
     order = {pid: i for i, pid in enumerate(predictions["parent_id"])}
     return np.stack([predictions.mask[order[i]] for i in ids])
 
 
 def assert_parity_and_difference(ours, meta, demo):
-    assert [round(mask_iou(a, b), 3) for a, b in zip(ours, meta)] == pytest.approx([1.0] * len(meta), abs=1 - PARITY_IOU)
+    assert [round(mask_iou(a, b), 3) for a, b in zip(ours, meta)] == pytest.approx(
+        [1.0] * len(meta), abs=1 - PARITY_IOU
+    )
     assert all(m.any() and not m.all() for m in meta), "the fine-tuned masks must be non-trivial"
     differences = [mask_iou(a, b) for a, b in zip(meta, demo)]
     assert min(differences) < 0.9, differences  # it is not demo's model under another name
@@ -150,7 +162,9 @@ def test_a_registered_checkpoint_runs_in_the_video_step_like_meta_on_that_file(r
     decoded = write_jpegs(frames, tmp_path / "clip")
     prompts = {k: (0, boxes[0][k]) for k in range(2)}
     meta = meta_track(build_meta_video_predictor(DEMO_CONFIG, finetuned), tmp_path / "clip", prompts)
-    demo = meta_track(build_meta_video_predictor(DEMO_CONFIG, Path(get_variant("demo").bundled)), tmp_path / "clip", prompts)
+    demo = meta_track(
+        build_meta_video_predictor(DEMO_CONFIG, Path(get_variant("demo").bundled)), tmp_path / "clip", prompts
+    )
     definition = load_example("g_video_tracking.json")
     definition["steps"][0]["prompt_mode"] = "first_frame"
     engine = ExecutionEngine.init(workflow_definition=definition, init_parameters={})
@@ -160,7 +174,13 @@ def test_a_registered_checkpoint_runs_in_the_video_step_like_meta_on_that_file(r
     for f, frame in enumerate(decoded):
         image = {"type": "numpy_object", "value": frame,
                  "video_metadata": VideoMetadata(video_identifier="reg", frame_number=f, frame_timestamp=datetime.now(), fps=30)}  # fmt: skip
-        out = engine.run(runtime_parameters={"image": [image], "boxes": [first if f == 0 else sv.Detections.empty()], "version": registered})
+        out = engine.run(
+            runtime_parameters={
+                "image": [image],
+                "boxes": [first if f == 0 else sv.Detections.empty()],
+                "version": registered,
+            }
+        )
         ours = {int(t): out[0]["predictions"].mask[i] for i, t in enumerate(out[0]["predictions"].tracker_id)}
         for k in range(2):
             got = ours.get(k + 1, np.zeros_like(meta[k][f]))
@@ -170,7 +190,9 @@ def test_a_registered_checkpoint_runs_in_the_video_step_like_meta_on_that_file(r
     assert min(differences) < 0.9, differences
 
 
-def test_a_registered_checkpoint_runs_through_the_cli_like_meta_on_that_file(registered, finetuned, scene, tmp_path, capsys):
+def test_a_registered_checkpoint_runs_through_the_cli_like_meta_on_that_file(
+    registered, finetuned, scene, tmp_path, capsys
+):
     from pycocotools import mask as coco_mask
 
     from sam_block.cli import main
@@ -182,10 +204,28 @@ def test_a_registered_checkpoint_runs_through_the_cli_like_meta_on_that_file(reg
     boxes_file.write_text(json.dumps([{"x1": float(a), "y1": float(b), "x2": float(c), "y2": float(d), "class_name": f"c{i}"}
                                       for i, (a, b, c, d) in enumerate(boxes)]))  # fmt: skip
     out = tmp_path / "out"
-    assert main(["segment", str(image), "--boxes", str(boxes_file), "--out", str(out), "--model", registered, "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(image),
+                "--boxes",
+                str(boxes_file),
+                "--out",
+                str(out),
+                "--model",
+                registered,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     written = json.loads((out / "shapes.json").read_text())
     predictions = written["predictions"]
-    by_class = {p["class"]: coco_mask.decode({"size": p["rle_mask"]["size"], "counts": p["rle_mask"]["counts"].encode()}) for p in predictions}
+    by_class = {
+        p["class"]: coco_mask.decode({"size": p["rle_mask"]["size"], "counts": p["rle_mask"]["counts"].encode()})
+        for p in predictions
+    }
     ours = np.stack([by_class[f"c{i}"].astype(bool) for i in range(len(boxes))])
     rgb = bgr[:, :, ::-1].copy()
     meta = meta_image_masks(DEMO_CONFIG, finetuned, rgb, boxes)
@@ -206,7 +246,11 @@ def test_sam_block_models_lists_every_version_with_where_and_presence(registered
     assert rows["facebook/sam2.1-hiera-tiny"]["file"] == "hf://facebook/sam2.1-hiera-tiny/sam2.1_hiera_tiny.pt"
     mine = rows[registered]
     assert mine["where"].startswith("registry ") and mine["where"].endswith("registry.yaml (file)")
-    assert mine["present"] is True and mine["file"].endswith("weights/shapes_finetune.pt") and mine["config"] == DEMO_CONFIG
+    assert (
+        mine["present"] is True
+        and mine["file"].endswith("weights/shapes_finetune.pt")
+        and mine["config"] == DEMO_CONFIG
+    )
     assert main(["models"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["VERSION", "CONFIG", "WHERE", "PRESENT", "FILE"] and len(table) == len(rows) + 1
@@ -228,7 +272,9 @@ def test_a_registered_url_is_downloaded_verified_and_renamed_into_place(finetune
         assert path == tmp_path / "ckpt" / "registered" / "remote" / "shapes.pt" and sha256_of(path) == digest
         with pytest.raises(CheckpointCorruptError, match="SHA-256"):
             resolve_checkpoint(get_variant("tampered"), progress=False)
-    assert sorted(p.name for p in (tmp_path / "ckpt" / "registered").rglob("*") if p.is_file()) == ["shapes.pt"]  # no partial file
+    assert sorted(p.name for p in (tmp_path / "ckpt" / "registered").rglob("*") if p.is_file()) == [
+        "shapes.pt"
+    ]  # no partial file
 
 
 def test_a_registered_digest_is_checked_on_every_load(finetuned, tmp_path, monkeypatch):
@@ -236,17 +282,30 @@ def test_a_registered_digest_is_checked_on_every_load(finetuned, tmp_path, monke
 
     copy = tmp_path / "model.pt"
     copy.write_bytes(finetuned.read_bytes())
-    write_registry(tmp_path / "r.yaml", {"pinned": {"checkpoint": str(copy), "config": DEMO_CONFIG, "sha256": "0" * 64}}, monkeypatch)
+    write_registry(
+        tmp_path / "r.yaml",
+        {"pinned": {"checkpoint": str(copy), "config": DEMO_CONFIG, "sha256": "0" * 64}},
+        monkeypatch,
+    )
     with pytest.raises(CheckpointCorruptError) as error:
         MODELS.get("pinned", torch.device("cpu"))
-    assert str(copy) in str(error.value) and "0" * 64 in str(error.value) and str(tmp_path / "r.yaml") in str(error.value)
+    assert (
+        str(copy) in str(error.value) and "0" * 64 in str(error.value) and str(tmp_path / "r.yaml") in str(error.value)
+    )
 
 
 def test_a_registered_checkpoint_of_another_architecture_is_explained(finetuned, tmp_path, monkeypatch):
     from sam_block.runtime.models import MODELS
 
-    write_registry(tmp_path / "r.yaml", {"wrong": {"checkpoint": str(finetuned), "config": "configs/sam2.1/sam2.1_hiera_t.yaml"}}, monkeypatch)
-    with pytest.raises(CheckpointCorruptError, match=r"does not fit SAM 2 version 'wrong' \(config configs/sam2.1/sam2.1_hiera_t.yaml\)"):
+    write_registry(
+        tmp_path / "r.yaml",
+        {"wrong": {"checkpoint": str(finetuned), "config": "configs/sam2.1/sam2.1_hiera_t.yaml"}},
+        monkeypatch,
+    )
+    with pytest.raises(
+        CheckpointCorruptError,
+        match=r"does not fit SAM 2 version 'wrong' \(config configs/sam2.1/sam2.1_hiera_t.yaml\)",
+    ):
         MODELS.get("wrong", torch.device("cpu"))
 
 
@@ -263,7 +322,10 @@ def test_sam2_0_hiera_tiny_matches_meta_build_sam2_on_the_2_0_config(checkpoint_
     assert variant.download_url() == "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_tiny.pt"
     path = checkpoint_dir / variant.filename
     build_random_checkpoint(path, seed=7, version="sam2_hiera_tiny")
-    assert not any(k.startswith(("no_obj_embed_spatial", "obj_ptr_tpos_proj.")) for k in torch.load(path, weights_only=True)["model"])
+    assert not any(
+        k.startswith(("no_obj_embed_spatial", "obj_ptr_tpos_proj."))
+        for k in torch.load(path, weights_only=True)["model"]
+    )
     image = make_scene()
     predictor = SAM2ImagePredictor(meta_sam2(path, config="configs/sam2/sam2_hiera_t.yaml"))
     predictor.set_image(image[:, :, ::-1].copy())
@@ -296,7 +358,9 @@ def fill_hf_cache(cache: Path, repo: str, filename: str, payload: bytes) -> Path
 def test_a_hugging_face_id_is_read_from_the_hub_cache_offline(tiny_checkpoint, tmp_path):
     """A fresh process with HF_HUB_OFFLINE=1 and HF_HUB_CACHE set: huggingface_hub finds the file;
     the loaded model holds exactly its weights."""
-    snapshot = fill_hf_cache(tmp_path / "hub", "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt", tiny_checkpoint.read_bytes())
+    snapshot = fill_hf_cache(
+        tmp_path / "hub", "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt", tiny_checkpoint.read_bytes()
+    )
     probe = (
         "import torch\n"
         "from sam_block.runtime.checkpoints import resolve_checkpoint\n"
@@ -310,7 +374,9 @@ def test_a_hugging_face_id_is_read_from_the_hub_cache_offline(tiny_checkpoint, t
     )
     env = {**_env(), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "SAM_BLOCK_OFFLINE": "",
            "HF_ENDPOINT": "http://127.0.0.1:9"}  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == [str(snapshot), "True"]
 
@@ -405,7 +471,6 @@ def refused_names(tmp_path, url):
 @pytest.mark.parametrize("how", ["literal", "runtime input"])
 def test_a_request_can_only_name_built_in_or_registered_models(kind, how, registered, tmp_path, monkeypatch):
     from roboflow_workflows.errors import RuntimeInputError, WorkflowSyntaxError
-
     from tests.support import FileServer
 
     monkeypatch.delenv("SAM_BLOCK_OFFLINE")
@@ -418,7 +483,9 @@ def test_a_request_can_only_name_built_in_or_registered_models(kind, how, regist
             definition["steps"][0]["version"] = name
         # inference's HTTP API answers both with 400 (its error handlers map these two types)
         with _Watch() as watch, pytest.raises(WorkflowSyntaxError if how == "literal" else RuntimeInputError) as raised:
-            run_workflow(definition, image=np.zeros((64, 64, 3), np.uint8), boxes=[detections([[5, 5, 40, 40]])], version=name)
+            run_workflow(
+                definition, image=np.zeros((64, 64, 3), np.uint8), boxes=[detections([[5, 5, 40, 40]])], version=name
+            )
     error = raised.value
     message = str(error.inner_error)
     assert f"Unknown SAM 2 version {name!r}. Use one of: hiera_tiny" in message, message
@@ -428,7 +495,9 @@ def test_a_request_can_only_name_built_in_or_registered_models(kind, how, regist
 
 
 def test_registered_names_must_not_shadow_built_in_ones(tmp_path, finetuned, monkeypatch):
-    write_registry(tmp_path / "r.yaml", {"hiera_tiny": {"checkpoint": str(finetuned), "config": DEMO_CONFIG}}, monkeypatch)
+    write_registry(
+        tmp_path / "r.yaml", {"hiera_tiny": {"checkpoint": str(finetuned), "config": DEMO_CONFIG}}, monkeypatch
+    )
     with pytest.raises(RegistryError, match=r"r\.yaml: entry 'hiera_tiny' is a built-in version name"):
         available_versions()
 
@@ -442,18 +511,51 @@ def test_registered_names_must_not_shadow_built_in_ones(tmp_path, finetuned, mon
         ("good:\n  checkpoint: [unclosed\n", ["is not valid YAML", "line 2"]),
         ("- just\n- a list\n", ["must map model names to entries", "not a list"]),
         ("mine:\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n", ["entry 'mine'", "missing 'checkpoint'"]),
-        ("mine:\n  checkpoint: nowhere/model.pt\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n", ["entry 'mine'", "nowhere/model.pt does not exist"]),
-        ("mine:\n  checkpoint: FINETUNED\n  config: configs/sam9/x.yaml\n", ["entry 'mine'", "config 'configs/sam9/x.yaml' is neither a config of the sam2 package"]),
-        ("mine:\n  checkpoint: FINETUNED\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n  sha: abc\n", ["entry 'mine'", "unknown key(s) sha"]),
-        ("mine:\n  checkpoint: FINETUNED\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n  sha256: abc\n", ["entry 'mine'", "64 hexadecimal digits"]),
-        ("mine:\n  checkpoint: s3://bucket/model.pt\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n", ["entry 'mine'", "only a file path, https://... or hf://OWNER/REPO/FILE"]),
-        ("mine:\n  checkpoint: hf://facebook/sam2.1-hiera-tiny\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n", ["entry 'mine'", "hf://OWNER/REPO/FILE"]),
-        ("../up:\n  checkpoint: FINETUNED\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n", ["entry '../up'", "a model name is letters"]),
+        (
+            "mine:\n  checkpoint: nowhere/model.pt\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n",
+            ["entry 'mine'", "nowhere/model.pt does not exist"],
+        ),
+        (
+            "mine:\n  checkpoint: FINETUNED\n  config: configs/sam9/x.yaml\n",
+            ["entry 'mine'", "config 'configs/sam9/x.yaml' is neither a config of the sam2 package"],
+        ),
+        (
+            "mine:\n  checkpoint: FINETUNED\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n  sha: abc\n",
+            ["entry 'mine'", "unknown key(s) sha"],
+        ),
+        (
+            "mine:\n  checkpoint: FINETUNED\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n  sha256: abc\n",
+            ["entry 'mine'", "64 hexadecimal digits"],
+        ),
+        (
+            "mine:\n  checkpoint: s3://bucket/model.pt\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n",
+            ["entry 'mine'", "only a file path, https://... or hf://OWNER/REPO/FILE"],
+        ),
+        (
+            "mine:\n  checkpoint: hf://facebook/sam2.1-hiera-tiny\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n",
+            ["entry 'mine'", "hf://OWNER/REPO/FILE"],
+        ),
+        (
+            "../up:\n  checkpoint: FINETUNED\n  config: configs/sam2.1/sam2.1_hiera_t.yaml\n",
+            ["entry '../up'", "a model name is letters"],
+        ),
     ],
-    ids=["bad-yaml", "not-a-mapping", "missing-key", "missing-checkpoint", "bad-config", "unknown-key", "bad-sha256",
-         "bad-scheme", "bad-hf-uri", "bad-name"],  # fmt: skip
+    ids=[
+        "bad-yaml",
+        "not-a-mapping",
+        "missing-key",
+        "missing-checkpoint",
+        "bad-config",
+        "unknown-key",
+        "bad-sha256",
+        "bad-scheme",
+        "bad-hf-uri",
+        "bad-name",
+    ],  # fmt: skip
 )
-def test_a_broken_registry_is_one_error_naming_the_file_and_the_entry(text, words, finetuned, tmp_path, monkeypatch, capsys):
+def test_a_broken_registry_is_one_error_naming_the_file_and_the_entry(
+    text, words, finetuned, tmp_path, monkeypatch, capsys
+):
     from sam_block.cli import main
 
     path = tmp_path / "models.yaml"
@@ -473,14 +575,25 @@ def test_a_broken_registry_is_one_error_naming_the_file_and_the_entry(text, word
 
 def test_a_missing_registry_file_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("SAM_BLOCK_MODELS", str(tmp_path / "nope.yaml"))
-    with pytest.raises(RegistryError, match=r"SAM_BLOCK_MODELS=.*nope\.yaml.* names a registry file that cannot be read"):
+    with pytest.raises(
+        RegistryError, match=r"SAM_BLOCK_MODELS=.*nope\.yaml.* names a registry file that cannot be read"
+    ):
         get_variant("mine")
 
 
 def test_the_registry_is_read_again_when_it_changes(finetuned, tmp_path, monkeypatch):
-    path = write_registry(tmp_path / "r.json", {"one": {"checkpoint": str(finetuned), "config": DEMO_CONFIG}}, monkeypatch)
+    path = write_registry(
+        tmp_path / "r.json", {"one": {"checkpoint": str(finetuned), "config": DEMO_CONFIG}}, monkeypatch
+    )
     assert available_versions()[-1] == "one"
-    path.write_text(json.dumps({"two": {"checkpoint": str(finetuned), "config": DEMO_CONFIG}, "three": {"checkpoint": str(finetuned), "config": DEMO_CONFIG}}))
+    path.write_text(
+        json.dumps(
+            {
+                "two": {"checkpoint": str(finetuned), "config": DEMO_CONFIG},
+                "three": {"checkpoint": str(finetuned), "config": DEMO_CONFIG},
+            }
+        )
+    )
     assert available_versions()[-2:] == ["two", "three"]
     with pytest.raises(UnknownVersionError):
         get_variant("one")

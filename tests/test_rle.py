@@ -112,7 +112,9 @@ def test_a_ring_and_two_parts_round_trip_through_inference_serializer():
     dense = ring_and_pair()
     assert has_hole(dense[0]) and parts(dense[0]) == 1 and parts(dense[1]) == 2 and not has_hole(dense[1])
     masks = cropped(dense)
-    dets = masks_to_detections(masks, np.array([0.9, 0.8]), np.array([0, 1]), ["ring", "pair"], ["a", "b"], output_format="rle")
+    dets = masks_to_detections(
+        masks, np.array([0.9, 0.8]), np.array([0, 1]), ["ring", "pair"], ["a", "b"], output_format="rle"
+    )
     assert isinstance(dets.mask, np.ndarray) and (dets.mask == dense).all()  # masks stay for downstream blocks
     wire = json.loads(json.dumps(serialise_rle_sv_detections(dets)))
     decoded = [decode_rle(p["rle_mask"]) for p in wire["predictions"]]
@@ -151,7 +153,9 @@ def test_serialise_exact_gives_rle_for_masks_and_boxes_without():
     wire = json.loads(json.dumps(serialise_exact(dets)))
     assert [decode_rle(p["rle_mask"]).tolist() for p in wire["predictions"]] == dense.tolist()
     assert "rle_mask" not in dets.data  # the caller's detections are left as they were
-    boxes = serialise_exact(sv.Detections(xyxy=xyxy, confidence=dets.confidence, class_id=dets.class_id, data=dict(dets.data)))
+    boxes = serialise_exact(
+        sv.Detections(xyxy=xyxy, confidence=dets.confidence, class_id=dets.class_id, data=dict(dets.data))
+    )
     assert [p["x"] for p in boxes["predictions"]] == [p["x"] for p in wire["predictions"]]
     assert all("rle_mask" not in p for p in boxes["predictions"])
 
@@ -195,7 +199,8 @@ def in_process(checkpoint_dir):
     workflow = format_workflow(steps, outputs)
     image = make_scene()
     return {
-        fmt: run_workflow(workflow, image=image, boxes=[prompt_boxes()], output_format=fmt)[0] for fmt in ("rle", "polygons")
+        fmt: run_workflow(workflow, image=image, boxes=[prompt_boxes()], output_format=fmt)[0]
+        for fmt in ("rle", "polygons")
     }
 
 
@@ -251,7 +256,10 @@ def test_rle_over_http_equals_the_in_process_masks_bit_for_bit(checkpoint_dir, i
     served = {}
     with LocalServer(checkpoint_dir) as server:
         for fmt in ("rle", "polygons"):
-            payload = {"specification": workflow, "inputs": {"image": image_input(image), "boxes": boxes_json, "output_format": fmt}}
+            payload = {
+                "specification": workflow,
+                "inputs": {"image": image_input(image), "boxes": boxes_json, "output_format": fmt},
+            }
             response = requests.post(server.url + "/workflows/run", json=payload, timeout=REQUEST_TIMEOUT_S)
             assert response.status_code == 200, response.text[:2000]
             served[fmt] = response.json()["outputs"][0]["predictions"]["predictions"]

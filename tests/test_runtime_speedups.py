@@ -114,7 +114,9 @@ def test_images_of_a_batch_are_encoded_together(checkpoint_dir, scene, monkeypat
     cache_module.EMBEDDINGS.clear()
     calls = []
     real = Sam2Predictor._encode_batch
-    monkeypatch.setattr(Sam2Predictor, "_encode_batch", lambda self, images: calls.append(len(images)) or real(self, images))
+    monkeypatch.setattr(
+        Sam2Predictor, "_encode_batch", lambda self, images: calls.append(len(images)) or real(self, images)
+    )
     other = scene[::-1, ::2].copy()  # another size
     results = run_workflow(
         load_example("a_boxes_input.json"),
@@ -122,7 +124,9 @@ def test_images_of_a_batch_are_encoded_together(checkpoint_dir, scene, monkeypat
         boxes=[detections([[35, 45, 190, 210]], class_names=["a"]), detections([[10, 10, 100, 90]], class_names=["b"])],
     )
     assert calls == [2]
-    single = run_workflow(load_example("a_boxes_input.json"), image=other, boxes=[detections([[10, 10, 100, 90]], class_names=["b"])])
+    single = run_workflow(
+        load_example("a_boxes_input.json"), image=other, boxes=[detections([[10, 10, 100, 90]], class_names=["b"])]
+    )
     assert (results[1]["predictions"].mask == single[0]["predictions"].mask).all()
 
 
@@ -150,7 +154,12 @@ def test_compact_output_flows_through_serializer_and_visualizers(checkpoint_dir,
 
     definition = load_example("b_template_matching_to_mask_visualization.json")
     definition["steps"].append(
-        {"type": "roboflow_core/polygon_visualization@v1", "name": "polygons", "image": "$inputs.image", "predictions": "$steps.sam.predictions"}
+        {
+            "type": "roboflow_core/polygon_visualization@v1",
+            "name": "polygons",
+            "image": "$inputs.image",
+            "predictions": "$steps.sam.predictions",
+        }
     )
     definition["outputs"].append({"type": "JsonField", "name": "polygons", "selector": "$steps.polygons.image"})
     x1, y1, x2, y2 = 220, 40, 290, 110
@@ -180,5 +189,7 @@ def test_cpu_path_never_enters_cuda_code(checkpoint_dir, scene, monkeypatch):
         return real_autocast(device_type, *args, **kwargs)
 
     monkeypatch.setattr(torch, "autocast", guarded_autocast)
-    result = run_workflow(load_example("a_boxes_input.json"), image=scene, boxes=[detections([[35, 45, 190, 210]], class_names=["a"])])
+    result = run_workflow(
+        load_example("a_boxes_input.json"), image=scene, boxes=[detections([[35, 45, 190, 210]], class_names=["a"])]
+    )
     assert len(result[0]["predictions"]) == 1

@@ -57,11 +57,17 @@ def server(checkpoint_dir):
 
 def post(server, path, payload, timeout=TIMEOUT_S) -> requests.Response:
     # json.dumps, not requests' json=: it must be able to send NaN as Python writes it
-    return requests.post(server.url + path, data=json.dumps(payload), headers={"Content-Type": "application/json"}, timeout=timeout)
+    return requests.post(
+        server.url + path, data=json.dumps(payload), headers={"Content-Type": "application/json"}, timeout=timeout
+    )
 
 
 def segment(server, version="demo", image_b64=SCENE_B64, **fields) -> requests.Response:
-    return post(server, "/sam2/segment_image", {"image": {"type": "base64", "value": image_b64}, "sam2_version_id": version, **fields})
+    return post(
+        server,
+        "/sam2/segment_image",
+        {"image": {"type": "base64", "value": image_b64}, "sam2_version_id": version, **fields},
+    )
 
 
 def rle_masks(response: requests.Response):
@@ -103,7 +109,9 @@ def meta_args(prompt: dict) -> dict:
     args = {}
     if "box" in prompt:
         b = prompt["box"]
-        args["box"] = np.array([b["x"] - b["width"] / 2, b["y"] - b["height"] / 2, b["x"] + b["width"] / 2, b["y"] + b["height"] / 2])
+        args["box"] = np.array(
+            [b["x"] - b["width"] / 2, b["y"] - b["height"] / 2, b["x"] + b["width"] / 2, b["y"] + b["height"] / 2]
+        )
     if "points" in prompt:
         args["point_coords"] = np.array([[p["x"], p["y"]] for p in prompt["points"]], dtype=np.float32)
         args["point_labels"] = np.array([int(p["positive"]) for p in prompt["points"]])
@@ -112,7 +120,9 @@ def meta_args(prompt: dict) -> dict:
 
 def meta_best(predictor, prompt: dict, mask_input=None, multimask_output=True):
     """Meta's best mask (by predicted IoU, as inference picks), its score and low-res logits."""
-    masks, scores, low_res = predictor.predict(**meta_args(prompt), mask_input=mask_input, multimask_output=multimask_output)
+    masks, scores, low_res = predictor.predict(
+        **meta_args(prompt), mask_input=mask_input, multimask_output=multimask_output
+    )
     best = int(np.argmax(scores))
     return masks[best] > 0, float(scores[best]), low_res[best]
 
@@ -147,7 +157,11 @@ def test_inference_sdk_segments_in_json_rle_and_binary(server, meta, tmp_path):
     for p, exact in zip(as_json["predictions"], rles):
         assert p["format"] == "polygon"
         polygons = p["masks"]
-        assert all(isinstance(xy, list) and len(xy) == 2 and all(isinstance(v, int) for v in xy) for poly in polygons for xy in poly)
+        assert all(
+            isinstance(xy, list) and len(xy) == 2 and all(isinstance(v, int) for v in xy)
+            for poly in polygons
+            for xy in poly
+        )
         drawn = np.zeros(SCENE.shape[:2], bool)
         for polygon in polygons:
             drawn |= polygon_mask([{"x": x, "y": y} for x, y in polygon], *SCENE.shape[:2])
@@ -171,12 +185,18 @@ def test_inference_sdk_segments_in_json_rle_and_binary(server, meta, tmp_path):
 
 @pytest.mark.parametrize("version", ["demo", "hiera_tiny"])
 def test_embed_then_segment_by_image_id_equals_meta(server, meta, version):
-    embedded = post(server, "/sam2/embed_image", {"image": {"type": "base64", "value": SCENE_B64}, "image_id": f"scene-{version}", "sam2_version_id": version})
+    embedded = post(
+        server,
+        "/sam2/embed_image",
+        {"image": {"type": "base64", "value": SCENE_B64}, "image_id": f"scene-{version}", "sam2_version_id": version},
+    )
     assert embedded.status_code == 200, embedded.text[:2000]
     assert embedded.json()["image_id"] == f"scene-{version}"
     # the three prompt kinds in one request (decoded per structure, each as if alone), then the
     # nested, flat and single-prompt shapes inference's validator accepts
-    masks, scores = rle_masks(segment(server, version, image_id=f"scene-{version}", prompts={"prompts": PROMPTS}, format="rle"))
+    masks, scores = rle_masks(
+        segment(server, version, image_id=f"scene-{version}", prompts={"prompts": PROMPTS}, format="rle")
+    )
     assert len(masks) == len(PROMPTS)
     for prompt, mask, score in zip(PROMPTS, masks, scores):
         assert_same(mask, score, *meta_best(meta[version], prompt)[:2])
@@ -184,7 +204,11 @@ def test_embed_then_segment_by_image_id_equals_meta(server, meta, version):
     single, _ = rle_masks(segment(server, version, image_id=f"scene-{version}", prompts=PROMPTS[1], format="rle"))
     assert all((a == b).all() for a, b in zip(flat, masks)) and (single[0] == masks[1]).all()
     # multimask_output=False: Meta's single-mask head (with its stability fallback)
-    [mask], [score] = rle_masks(segment(server, version, image_id=f"scene-{version}", prompts=[PROMPTS[0]], format="rle", multimask_output=False))
+    [mask], [score] = rle_masks(
+        segment(
+            server, version, image_id=f"scene-{version}", prompts=[PROMPTS[0]], format="rle", multimask_output=False
+        )
+    )
     assert_same(mask, score, *meta_best(meta[version], PROMPTS[0], multimask_output=False)[:2])
 
 
@@ -202,7 +226,15 @@ def test_two_clicks_with_the_logits_cache_equal_meta_refinement(server, meta):
     assert abs(refined[1] - plain[1]) > 1e-3, "the previous logits must change SAM's answer (else this proves nothing)"
 
     # a cache miss (no earlier prompt set on this image id's content extends into this one) still answers, unrefined
-    [miss], [miss_score] = rle_masks(segment(server, image_id="clicks", prompts=[{"points": [CIRCLE_CLICKS[1]]}], format="rle", load_logits_from_cache=True))
+    [miss], [miss_score] = rle_masks(
+        segment(
+            server,
+            image_id="clicks",
+            prompts=[{"points": [CIRCLE_CLICKS[1]]}],
+            format="rle",
+            load_logits_from_cache=True,
+        )
+    )
     assert_same(miss, miss_score, *meta_best(meta["demo"], {"points": [CIRCLE_CLICKS[1]]})[:2])
 
 
@@ -222,17 +254,29 @@ def test_no_prompts_segments_everything_as_the_workflow_step_does(server):
 
 BAD_REQUESTS = {
     "unknown version": ({"sam2_version_id": "hiera_huge"}, 400, ["hiera_huge", "hiera_tiny", "demo"]),
-    "not an image": ({"image": {"type": "base64", "value": base64.b64encode(b"not an image").decode()}}, 400, ["image"]),
+    "not an image": (
+        {"image": {"type": "base64", "value": base64.b64encode(b"not an image").decode()}},
+        400,
+        ["image"],
+    ),
     "a url": ({"image": {"type": "url", "value": "http://127.0.0.1:1/x.png"}}, 400, ["image.type", "base64"]),
     "a file path": ({"image": {"type": "file", "value": "/etc/passwd"}}, 400, ["image.type"]),
     "a box without height": ({"prompts": [{"box": {"x": 1, "y": 2, "width": 3}}]}, 422, ["height"]),
     "a point without label": ({"prompts": [{"points": [{"x": 1, "y": 2}]}]}, 422, ["positive"]),
     "prompts not a list": ({"prompts": "a cat"}, 422, ["prompts"]),
     "an empty prompt": ({"prompts": [{}]}, 400, ["prompts[0]", "neither"]),
-    "a NaN coordinate": ({"prompts": [{"points": [{"x": math.nan, "y": 2, "positive": True}]}]}, 400, ["prompts[0].points[0].x"]),
+    "a NaN coordinate": (
+        {"prompts": [{"points": [{"x": math.nan, "y": 2, "positive": True}]}]},
+        400,
+        ["prompts[0].points[0].x"],
+    ),
     "unknown format": ({"format": "xml", "prompts": PROMPTS[:1]}, 400, ["format", "xml", "rle"]),
     "binary without prompts": ({"format": "binary"}, 400, ["binary", "json"]),
-    "missing checkpoint": ({"sam2_version_id": "hiera_small", "prompts": PROMPTS[:1]}, 500, ["sam2.1_hiera_small.pt", "SAM_BLOCK_OFFLINE"]),
+    "missing checkpoint": (
+        {"sam2_version_id": "hiera_small", "prompts": PROMPTS[:1]},
+        500,
+        ["sam2.1_hiera_small.pt", "SAM_BLOCK_OFFLINE"],
+    ),
 }
 
 
@@ -267,7 +311,11 @@ def test_eight_concurrent_clients_each_get_their_own_masks(server):
 
     def client(i):
         b64 = png_b64(scenes[i])
-        embedded = post(server, "/sam2/embed_image", {"image": {"type": "base64", "value": b64}, "image_id": f"c{i}", "sam2_version_id": "demo"})
+        embedded = post(
+            server,
+            "/sam2/embed_image",
+            {"image": {"type": "base64", "value": b64}, "image_id": f"c{i}", "sam2_version_id": "demo"},
+        )
         assert embedded.status_code == 200, embedded.text
         return rle_masks(segment(server, image_b64=b64, image_id=f"c{i}", prompts=[{"box": box}], format="rle"))
 
@@ -295,21 +343,39 @@ def test_the_api_and_the_workflow_step_share_embeddings(monkeypatch):
 
     encoded = []
     real_encode = Sam2Predictor._encode_batch
-    monkeypatch.setattr(Sam2Predictor, "_encode_batch", lambda self, images: encoded.append(len(images)) or real_encode(self, images))
+    monkeypatch.setattr(
+        Sam2Predictor, "_encode_batch", lambda self, images: encoded.append(len(images)) or real_encode(self, images)
+    )
     client = TestClient(sam2_api.install(FastAPI()))
     boxes_workflow = load_example("a_boxes_input.json")
     first, second = png_b64(make_scene(seed=21)), png_b64(make_scene(seed=22))
 
     def step(image_b64):
-        return run_workflow(boxes_workflow, image={"type": "base64", "value": image_b64}, boxes=[detections([[40, 50, 180, 200]])], version="demo")
+        return run_workflow(
+            boxes_workflow,
+            image={"type": "base64", "value": image_b64},
+            boxes=[detections([[40, 50, 180, 200]])],
+            version="demo",
+        )
 
-    embedded = client.post("/sam2/embed_image", json={"image": {"type": "base64", "value": first}, "image_id": "shared", "sam2_version_id": "demo"})
+    embedded = client.post(
+        "/sam2/embed_image",
+        json={"image": {"type": "base64", "value": first}, "image_id": "shared", "sam2_version_id": "demo"},
+    )
     assert embedded.status_code == 200 and encoded == [1]
     assert len(step(first)[0]["predictions"]) == 1
     assert encoded == [1], "the step re-encoded an image the API had embedded"
 
     assert len(step(second)[0]["predictions"]) == 1 and encoded == [1, 1]
-    answer = client.post("/sam2/segment_image", json={"image": {"type": "base64", "value": second}, "sam2_version_id": "demo", "prompts": [{"box": RECT}], "format": "rle"})
+    answer = client.post(
+        "/sam2/segment_image",
+        json={
+            "image": {"type": "base64", "value": second},
+            "sam2_version_id": "demo",
+            "prompts": [{"box": RECT}],
+            "format": "rle",
+        },
+    )
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
     assert encoded == [1, 1], "the API re-encoded an image the step had embedded"
 

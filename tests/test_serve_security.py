@@ -21,7 +21,14 @@ import requests
 
 from tests.conftest import load_example, make_scene
 from tests.http_server import (
-    REPO, LocalServer, box_prediction, boxes_input, free_port, image_input, polygon_mask, server_env,
+    REPO,
+    LocalServer,
+    box_prediction,
+    boxes_input,
+    free_port,
+    image_input,
+    polygon_mask,
+    server_env,
 )  # fmt: skip
 
 pytestmark = pytest.mark.slow  # three server starts, ~45 s each on the shared 2-core machine

@@ -26,7 +26,9 @@ def clip(tmp_path_factory):
     for frame in frames:
         writer.write(frame)
     writer.release()
-    (folder / "boxes.json").write_text(json.dumps([{"x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3], "class_name": n} for b, n in zip(truth[0], NAMES)]))
+    (folder / "boxes.json").write_text(
+        json.dumps([{"x1": b[0], "y1": b[1], "x2": b[2], "y2": b[3], "class_name": n} for b, n in zip(truth[0], NAMES)])
+    )
     with (folder / "boxes.jsonl").open("w") as lines:
         for f, row in enumerate(truth):
             predictions = [
@@ -63,7 +65,21 @@ def check_consistent(records, mot, size=(240, 320)):
 def test_first_frame_boxes_give_an_mp4_json_lines_and_mot_rows(clip, tmp_path, capsys):
     folder, truth = clip
     out = tmp_path / "out"
-    assert main(["track", str(folder / "clip.mp4"), "--boxes", str(folder / "boxes.json"), "--model", "demo", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "track",
+                str(folder / "clip.mp4"),
+                "--boxes",
+                str(folder / "boxes.json"),
+                "--model",
+                "demo",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "1 video(s), 12 frame(s)" in capsys.readouterr().out
     assert sv.VideoInfo.from_video_path(str(out / "clip.mp4")).total_frames == 12
     decoded = list(sv.get_video_frames_generator(str(out / "clip.mp4")))
@@ -78,7 +94,18 @@ def test_first_frame_boxes_give_an_mp4_json_lines_and_mot_rows(clip, tmp_path, c
 def test_per_frame_boxes_keep_each_id_on_one_object_every_second_frame(clip, tmp_path):
     folder, truth = clip
     out = tmp_path / "out"
-    args = ["track", str(folder / "clip.mp4"), "--boxes", str(folder / "boxes.jsonl"), "--model", "demo", "--every", "2", "--out", str(out)]
+    args = [
+        "track",
+        str(folder / "clip.mp4"),
+        "--boxes",
+        str(folder / "boxes.jsonl"),
+        "--model",
+        "demo",
+        "--every",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     records, mot = read_outputs(out)
     assert [r["frame"] for r in records] == [0, 2, 4, 6, 8, 10]  # the file's frame numbers, with gaps
@@ -97,7 +124,16 @@ def test_a_workflow_with_a_detector_feeds_the_tracker(tmp_path):
     cv2.imwrite(str(tmp_path / "patch.png"), patch)
     (tmp_path / "wf.json").write_text(json.dumps(TEMPLATE_WORKFLOW))
     out = tmp_path / "out"
-    args = ["track", str(tmp_path / "patch.mp4"), "--workflow", str(tmp_path / "wf.json"), "--param", f"template={tmp_path / 'patch.png'}", "--out", str(out)]
+    args = [
+        "track",
+        str(tmp_path / "patch.mp4"),
+        "--workflow",
+        str(tmp_path / "wf.json"),
+        "--param",
+        f"template={tmp_path / 'patch.png'}",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     records, mot = read_outputs(out, "patch")
     check_consistent(records, mot)
@@ -114,8 +150,14 @@ def test_a_workflow_with_a_detector_feeds_the_tracker(tmp_path):
         (["track", "{d}/garbage.mp4", "--boxes", "{d}/boxes.json"], ["garbage.mp4", "is not a video OpenCV can read"]),
         (["track", "{d}/clip.mp4", "--boxes", "{d}/bad.jsonl"], ["bad.jsonl", "line 2", '"frame": N']),
         (["track", "{d}/clip.mp4", "--boxes", "{d}/boxes.json", "--model", "hiera_huge"], ["hiera_huge", "hiera_tiny"]),
-        (["track", "{d}/clip.mp4", "--boxes", "{d}/boxes.json", "--prompt-mode", "every_frame"], ["every_frame", "JSON lines"]),
-        (["track", "{d}/clip.mp4", "--workflow", "{d}/nostep.json"], ["nostep.json", "no sam_block/segment_anything_2_video@v1 step"]),
+        (
+            ["track", "{d}/clip.mp4", "--boxes", "{d}/boxes.json", "--prompt-mode", "every_frame"],
+            ["every_frame", "JSON lines"],
+        ),
+        (
+            ["track", "{d}/clip.mp4", "--workflow", "{d}/nostep.json"],
+            ["nostep.json", "no sam_block/segment_anything_2_video@v1 step"],
+        ),
     ],
     ids=["no-video", "not-a-video", "bad-jsonl", "unknown-version", "mode-needs-lines", "no-video-step"],
 )
@@ -123,7 +165,11 @@ def test_bad_input_exits_non_zero_with_one_line(clip, tmp_path, capsys, args, wo
     folder, _ = clip
     (folder / "garbage.mp4").write_text("not a video")
     (folder / "bad.jsonl").write_text('{"frame": 0, "predictions": []}\n{"frame": "x"}\n')
-    (folder / "nostep.json").write_text(json.dumps({"version": "1.0", "inputs": [{"type": "WorkflowImage", "name": "image"}], "steps": [], "outputs": []}))
+    (folder / "nostep.json").write_text(
+        json.dumps(
+            {"version": "1.0", "inputs": [{"type": "WorkflowImage", "name": "image"}], "steps": [], "outputs": []}
+        )
+    )
     argv = [a.format(d=folder) for a in args] + ["--out", str(tmp_path / "out")]
     with pytest.raises(SystemExit) if "hiera_huge" in args else _nothing() as raised:
         code = main(argv)

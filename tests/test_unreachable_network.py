@@ -46,7 +46,14 @@ def assert_our_message(message: str, checkpoint_dir, base: str, reason: str, ver
 
 
 COMMANDS = {
-    "segment": lambda out: ["segment", str(DATA / "scene.jpg"), "--boxes", str(DATA / "scene_boxes.json"), "--out", str(out)],
+    "segment": lambda out: [
+        "segment",
+        str(DATA / "scene.jpg"),
+        "--boxes",
+        str(DATA / "scene_boxes.json"),
+        "--out",
+        str(out),
+    ],
     "run": lambda out: ["run", str(EXAMPLES / "f_segment_everything.json"), str(DATA / "scene.jpg"), "--out", str(out)],
     "download": lambda out: ["download", "--no-progress"],
 }
@@ -67,7 +74,12 @@ def test_the_engine_raises_our_error_with_our_message(no_network):
 
     checkpoint_dir, base, reason = no_network
     with pytest.raises(StepExecutionError) as raised:
-        run_workflow(load_example("a_boxes_input.json"), image=make_scene(), boxes=[detections([[30, 40, 190, 210]])], version="hiera_small")
+        run_workflow(
+            load_example("a_boxes_input.json"),
+            image=make_scene(),
+            boxes=[detections([[30, 40, 190, 210]])],
+            version="hiera_small",
+        )
     error = raised.value
     assert not isinstance(error, ClientCausedStepExecutionError)  # the server lacks a file: not the client's fault
     assert isinstance(error.inner_error, CheckpointMissingError)
@@ -83,5 +95,7 @@ def test_cli_unwrapping_stops_at_our_error():
 
     ours = CheckpointMissingError("SAM 2 checkpoint for version 'hiera_tiny' is not available: ... To fix: ...")
     ours.__cause__ = urllib.error.URLError(OSError(-2, "Name or service not known"))
-    wrapped = StepExecutionError(block_id="sam", block_type="t", public_message="Step failed", context="c", inner_error=ours)
+    wrapped = StepExecutionError(
+        block_id="sam", block_type="t", public_message="Step failed", context="c", inner_error=ours
+    )
     assert root_message(wrapped) == str(ours)

@@ -36,12 +36,16 @@ def random_demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def present_demo(tmp_path_factory):
-    return build_random_checkpoint(tmp_path_factory.mktemp("video_ckpt") / "present_demo.pt", seed=4, version="demo", object_bias=5.0)
+    return build_random_checkpoint(
+        tmp_path_factory.mktemp("video_ckpt") / "present_demo.pt", seed=4, version="demo", object_bias=5.0
+    )
 
 
 @pytest.fixture(scope="module")
 def absent_demo(tmp_path_factory):
-    return build_random_checkpoint(tmp_path_factory.mktemp("video_ckpt") / "absent_demo.pt", seed=5, version="demo", object_bias=-5.0)
+    return build_random_checkpoint(
+        tmp_path_factory.mktemp("video_ckpt") / "absent_demo.pt", seed=5, version="demo", object_bias=-5.0
+    )
 
 
 def _image(frame, video="v", number=0):
@@ -59,7 +63,10 @@ def _boxes(row, names=None):
         xyxy=np.array([row[k] for k in keep], dtype=float),
         class_id=np.array(keep),
         confidence=np.full(len(keep), 0.8),
-        data={"class_name": np.array([(names or "abcdefgh")[k] for k in keep]), "detection_id": np.array([f"d{k}" for k in keep])},
+        data={
+            "class_name": np.array([(names or "abcdefgh")[k] for k in keep]),
+            "detection_id": np.array([f"d{k}" for k in keep]),
+        },
     )
 
 
@@ -99,7 +106,11 @@ def test_block_matches_meta_video_predictor_on_bundled_weights(clip_on_disk):
 
     decoded, boxes, folder = clip_on_disk
     variant = get_variant("demo")
-    meta = meta_track(build_meta_video_predictor(variant.config, Path(variant.bundled)), folder, {k: (0, boxes[0][k]) for k in range(3)})
+    meta = meta_track(
+        build_meta_video_predictor(variant.config, Path(variant.bundled)),
+        folder,
+        {k: (0, boxes[0][k]) for k in range(3)},
+    )
     engine = _engine("first_frame")
     compared, overlaps, followed = 0, [], []
     for f, frame in enumerate(decoded):
@@ -128,7 +139,9 @@ def test_tracker_matches_meta_on_random_weights_with_an_object_added_mid_video(c
 
     decoded, boxes, folder = clip_on_disk
     meta = meta_track(
-        build_meta_video_predictor(str(Path(__file__).resolve().parents[1] / "sam_block/configs/sam2.1_demo.yaml"), random_demo),
+        build_meta_video_predictor(
+            str(Path(__file__).resolve().parents[1] / "sam_block/configs/sam2.1_demo.yaml"), random_demo
+        ),
         folder,
         {0: (0, boxes[0][0]), 1: (0, boxes[0][1]), 2: (7, boxes[7][2])},
     )
@@ -166,7 +179,9 @@ def test_tracker_matches_meta_on_random_hiera_tiny_weights(tmp_path):
     frames, boxes = make_clip(frames=4, objects=2, seed=13)
     decoded = write_jpegs(frames, tmp_path)
     variant = get_variant("hiera_tiny")
-    meta = meta_track(build_meta_video_predictor(variant.config, checkpoint), tmp_path, {0: (0, boxes[0][0]), 1: (0, boxes[0][1])})
+    meta = meta_track(
+        build_meta_video_predictor(variant.config, checkpoint), tmp_path, {0: (0, boxes[0][0]), 1: (0, boxes[0][1])}
+    )
     model = build_model(variant)
     model.load_state_dict(torch.load(str(checkpoint), weights_only=True)["model"])
     session = VideoSession(VideoTracker(model.eval()), TrackerSettings(prompt_mode="first_frame", lost_after=100))
@@ -234,7 +249,9 @@ def test_every_frame_prompting_keeps_ids_and_new_objects_get_new_ids():
         for box, track_id, name in zip(out.xyxy, out.tracker_id, out.data["class_name"]):
             k, overlap = _object_of(box, truth[f])
             assert overlap > 0.5, (f, track_id, overlap)
-            assert id_of.setdefault(int(track_id), k) == k, f"id {track_id} jumped from object {id_of[int(track_id)]} to {k} on frame {f}"
+            assert id_of.setdefault(int(track_id), k) == k, (
+                f"id {track_id} jumped from object {id_of[int(track_id)]} to {k} on frame {f}"
+            )
             assert name == "abcd"[k]
     assert len(id_of) >= 3 and 3 in id_of.values()
     new_id = [t for t, k in id_of.items() if k == 3][0]
@@ -255,7 +272,9 @@ def test_detections_with_masks_are_matched_by_mask_iou():
     vertical[5:35, 17:23] = True
     box = np.array([5.0, 5.0, 35.0, 35.0])
     tracks = [Track(1, TrackMemory(), {"name": "h"}), Track(2, TrackMemory(), {"name": "v"})]
-    masks = CroppedMasks(size, np.array([[5, 17, 34, 22], [17, 5, 22, 34]]), crops=[horizontal[17:23, 5:35], vertical[5:35, 17:23]])
+    masks = CroppedMasks(
+        size, np.array([[5, 17, 34, 22], [17, 5, 22, 34]]), crops=[horizontal[17:23, 5:35], vertical[5:35, 17:23]]
+    )
     prompts = [BoxPrompt(box, {}, mask=vertical), BoxPrompt(box, {}, mask=horizontal)]
     similarity, propagated = overlaps(prompts, tracks, masks, [True, True])
     assert np.allclose(propagated, similarity)
@@ -302,7 +321,9 @@ def test_a_track_no_detection_confirms_ends_after_lost_after_prompt_frames(prese
         live = []
         for f, frame in enumerate(frames):
             objects = [0, 1] if f < 2 else ([] if f == 3 else [1])
-            prompts = [BoxPrompt(np.array(truth[f][k], float), {"k": k}) for k in objects] if detector or f == 0 else None
+            prompts = (
+                [BoxPrompt(np.array(truth[f][k], float), {"k": k}) for k in objects] if detector or f == 0 else None
+            )
             session.step(frame[..., ::-1], prompts, f)
             live.append(sorted(t.track_id for t in session.tracks))
         return live
@@ -358,7 +379,9 @@ def test_sessions_are_dropped_when_idle_or_least_recently_used_and_ids_still_nev
     from sam_block.runtime.sessions import SessionStore, TrackerSettings, VideoSession
 
     now = [0.0]
-    store = SessionStore(lambda first_id: VideoSession(None, TrackerSettings(), first_id), max_sessions=2, ttl_s=10, clock=lambda: now[0])
+    store = SessionStore(
+        lambda first_id: VideoSession(None, TrackerSettings(), first_id), max_sessions=2, ttl_s=10, clock=lambda: now[0]
+    )
     a = store.get("a", 0, (8, 8))
     a.next_id = 5  # as if ids 1-4 had been handed out
     assert store.get("a", 1, (8, 8)) is a
@@ -379,7 +402,9 @@ def test_changed_frame_size_restarts_with_a_warning_and_bad_boxes_are_skipped(ca
     small, small_truth = make_clip(frames=1, height=200, width=260, objects=1, seed=9)
     engine = _engine("every_frame")
     rows = np.array([*truth[0], [np.nan, 1, 5, 5], [5, 5, 5, 9], [900, 900, 950, 950]], dtype=float)
-    bad = sv.Detections(xyxy=rows, class_id=np.arange(5), confidence=np.full(5, 0.8), data={"class_name": np.array(list("abxyz"))})
+    bad = sv.Detections(
+        xyxy=rows, class_id=np.arange(5), confidence=np.full(5, 0.8), data={"class_name": np.array(list("abxyz"))}
+    )
     with caplog.at_level(logging.WARNING):
         out = _run(engine, frames[0], bad, number=0)
         assert len(out) <= 2 and "NaN" in caplog.text and "zero area" in caplog.text
@@ -485,7 +510,7 @@ def test_conditioning_frames_are_bounded_and_the_first_prompt_is_kept(present_de
             tracker.prompt_box(memory, f, features, np.array(truth[f][0], float))
         else:
             tracker.propagate(memory, f, features)
-    assert sorted(memory.cond_frame_outputs) == [0, 4, 6, 8][: MAX_COND_FRAMES]
+    assert sorted(memory.cond_frame_outputs) == [0, 4, 6, 8][:MAX_COND_FRAMES]
     assert not set(memory.cond_frame_outputs) & set(memory.non_cond_frame_outputs)
 
 
@@ -515,7 +540,14 @@ def test_bad_values_from_other_steps_are_client_errors_naming_the_field(field, v
     tracker[field] = "$steps.lower.output"
     engine = ExecutionEngine.init(workflow_definition=definition, init_parameters={})
     with pytest.raises(ClientCausedStepExecutionError) as caught:
-        engine.run(runtime_parameters={"image": [_image(frames[0])], "boxes": [_boxes(truth[0])], "version": "demo", "bad": value})
+        engine.run(
+            runtime_parameters={
+                "image": [_image(frames[0])],
+                "boxes": [_boxes(truth[0])],
+                "version": "demo",
+                "bad": value,
+            }
+        )
     for word in words:
         assert word in str(caught.value.public_message), caught.value.public_message
 
@@ -536,7 +568,9 @@ def test_bad_numbers_from_other_steps_are_400s_naming_the_field_and_the_range(fi
     from tests.support import passed_through_workflow, run_workflow
 
     frames, truth = make_clip(frames=1, objects=1, seed=14)
-    definition = passed_through_workflow({"type": "sam_block/segment_anything_2_video@v1", "name": "tracker", "version": "demo"}, field)
+    definition = passed_through_workflow(
+        {"type": "sam_block/segment_anything_2_video@v1", "name": "tracker", "version": "demo"}, field
+    )
     with pytest.raises(ClientCausedStepExecutionError) as caught:
         run_workflow(definition, image=[_image(frames[0])], boxes=[_boxes(truth[0])], value=value)
     assert caught.value.status_code == 400 and caught.value.public_message == message

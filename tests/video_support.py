@@ -51,7 +51,16 @@ def make_clip(
             if k % 2 == 0:
                 cv2.rectangle(image, (x1, y1), (x2, y2), COLORS[k % len(COLORS)], -1)
             else:
-                cv2.ellipse(image, ((x1 + x2) // 2, (y1 + y2) // 2), ((x2 - x1) // 2, (y2 - y1) // 2), 0, 0, 360, COLORS[k % len(COLORS)], -1)
+                cv2.ellipse(
+                    image,
+                    ((x1 + x2) // 2, (y1 + y2) // 2),
+                    ((x2 - x1) // 2, (y2 - y1) // 2),
+                    0,
+                    0,
+                    360,
+                    COLORS[k % len(COLORS)],
+                    -1,
+                )
             row.append((max(x1, 0), max(y1, 0), min(x2, width - 1), min(y2, height - 1)))
         clip.append(image)
         boxes.append(row)
@@ -103,7 +112,9 @@ def build_meta_video_predictor(config: str, checkpoint: Path):
     return model.eval()
 
 
-def meta_track(predictor, folder: Path, prompts: Dict[int, Tuple[int, Sequence[float]]]) -> Dict[int, Dict[int, np.ndarray]]:
+def meta_track(
+    predictor, folder: Path, prompts: Dict[int, Tuple[int, Sequence[float]]]
+) -> Dict[int, Dict[int, np.ndarray]]:
     """Meta's masks ``{obj_id: {frame: bool (H, W)}}``: each object prompted with its box on its
     own start frame and propagated forward, alone (as Meta tracks objects independently)."""
     import warnings
@@ -114,7 +125,9 @@ def meta_track(predictor, folder: Path, prompts: Dict[int, Tuple[int, Sequence[f
         state = predictor.init_state(str(folder))
         for obj_id, (start, box) in prompts.items():
             predictor.reset_state(state)
-            predictor.add_new_points_or_box(state, frame_idx=start, obj_id=obj_id, box=np.asarray(box, dtype=np.float32))
+            predictor.add_new_points_or_box(
+                state, frame_idx=start, obj_id=obj_id, box=np.asarray(box, dtype=np.float32)
+            )
             result[obj_id] = {
                 frame: (masks[0, 0] > 0.0).cpu().numpy()
                 for frame, _, masks in predictor.propagate_in_video(state, start_frame_idx=start)

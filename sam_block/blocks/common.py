@@ -236,5 +236,7 @@ class SamStepManifest(WorkflowBlockManifest):
     def discover_work_operations(self) -> List[WorkOperation]:
         return model_work_operations()
 
-    def get_actual_restrictions(self, *, ignore_environment_restrictions: bool = False) -> Discovery[RuntimeRestriction]:
+    def get_actual_restrictions(
+        self, *, ignore_environment_restrictions: bool = False
+    ) -> Discovery[RuntimeRestriction]:
         return local_model_restrictions(getattr(self, "name", None), ignore_environment_restrictions)

@@ -17,6 +17,7 @@ from roboflow_workflows.execution_engine.entities.types import STRING_KIND, Sele
 from sam_block.runtime.registry import MODELS_ENV
 from sam_block.runtime.variants import BUILTIN_VERSIONS, DEFAULT_VERSION, get_variant
 
+
 def _known(value: str) -> str:
     if value.startswith("$"):  # a selector, validated as one by the union's other member
         raise ValueError(f"{value!r} is not a valid selector ($inputs.NAME or $steps.STEP.OUTPUT)")

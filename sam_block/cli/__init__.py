@@ -11,12 +11,41 @@ from sam_block.cli.coco import CocoWriter
 from sam_block.cli.drawing import annotate, find_detections, find_images
 from sam_block.cli.engine import image_inputs, init_engine
 from sam_block.cli.errors import CliError, root_message
-from sam_block.cli.inputs import Frame, bundled_workflow, count_frames, expand_inputs, iter_frames, load_boxes, load_image, load_workflow, parse_params
+from sam_block.cli.inputs import (
+    Frame,
+    bundled_workflow,
+    count_frames,
+    expand_inputs,
+    iter_frames,
+    load_boxes,
+    load_image,
+    load_workflow,
+    parse_params,
+)
 from sam_block.cli.run import RunSummary, run_frames
 from sam_block.plugin import enable_plugin
 
 __all__ = [
-    "CliError", "CocoWriter", "Frame", "RunSummary", "annotate", "build_parser", "bundled_workflow", "count_frames",
-    "enable_plugin", "expand_inputs", "find_detections", "find_images", "image_inputs", "init_engine", "iter_frames",
-    "load_boxes", "load_image", "load_workflow", "main", "parse_params", "root_message", "run_frames",
+    "CliError",
+    "CocoWriter",
+    "Frame",
+    "RunSummary",
+    "annotate",
+    "build_parser",
+    "bundled_workflow",
+    "count_frames",
+    "enable_plugin",
+    "expand_inputs",
+    "find_detections",
+    "find_images",
+    "image_inputs",
+    "init_engine",
+    "iter_frames",
+    "load_boxes",
+    "load_image",
+    "load_workflow",
+    "main",
+    "parse_params",
+    "root_message",
+    "run_frames",
 ]

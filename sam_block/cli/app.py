@@ -107,7 +107,9 @@ def add_model_flags(command: argparse.ArgumentParser, help: str) -> None:
     with a deprecation warning (see :func:`resolve_model_flag`); hidden from ``--help`` because
     ``sam-block --version`` is the package's version."""
     command.add_argument("--model", default=None, type=known_version, metavar="NAME", help=help)
-    command.add_argument("--version", dest="deprecated_version", default=None, type=known_version, metavar="NAME", help=argparse.SUPPRESS)
+    command.add_argument(
+        "--version", dest="deprecated_version", default=None, type=known_version, metavar="NAME", help=argparse.SUPPRESS
+    )
 
 
 def resolve_model_flag(args: argparse.Namespace) -> None:
@@ -116,7 +118,9 @@ def resolve_model_flag(args: argparse.Namespace) -> None:
     if old is None:
         return
     if args.model is not None and args.model != old:
-        raise CliError(f"--model {args.model} and --version {old} disagree; give only --model (--version is its deprecated spelling)")
+        raise CliError(
+            f"--model {args.model} and --version {old} disagree; give only --model (--version is its deprecated spelling)"
+        )
     print(
         f"sam-block: warning: `{args.command} --version {old}` is deprecated and will be removed: use `--model {old}` "
         "(`sam-block --version` prints the package version)",
@@ -142,8 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def progress_flags(command):
         group = command.add_mutually_exclusive_group()
-        group.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the progress bar")
-        group.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar (default: only on a terminal)")
+        group.add_argument(
+            "--progress", dest="progress", action="store_true", default=None, help="always show the progress bar"
+        )
+        group.add_argument(
+            "--no-progress",
+            dest="progress",
+            action="store_false",
+            help="never show the progress bar (default: only on a terminal)",
+        )
 
     run = commands.add_parser(
         "run",
@@ -158,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, required=True, help="output directory")
     run.add_argument("--param", action="append", metavar="NAME=VALUE", help="a workflow input; repeatable")
     run.add_argument("--every", type=int, default=1, metavar="N", help="videos: run on every N-th frame (default 1)")
-    run.add_argument("--api-key", metavar="KEY", default=None, help="Roboflow API key for inference's model blocks, e.g. a Roboflow detector (default: $ROBOFLOW_API_KEY)")
+    run.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=None,
+        help="Roboflow API key for inference's model blocks, e.g. a Roboflow detector (default: $ROBOFLOW_API_KEY)",
+    )
     progress_flags(run)
     from sam_block.cli.batch import add_ray_arguments  # here: cli/batch.py imports the cli's other modules
 
@@ -189,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DOWNLOAD_EXAMPLES,
         formatter_class=formatter,
     )
-    download.add_argument("versions", nargs="*", metavar="VERSION", help="hiera_tiny, hiera_small, hiera_b_plus, hiera_large")
+    download.add_argument(
+        "versions", nargs="*", metavar="VERSION", help="hiera_tiny, hiera_small, hiera_b_plus, hiera_large"
+    )
     download.add_argument("--all", action="store_true", help="all four official checkpoints")
     progress_flags(download)
     download.set_defaults(handler=cmd_download)
@@ -223,9 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=DEMO_EXAMPLES,
         formatter_class=formatter,
     )
-    demo.add_argument("--out", type=Path, default=Path("sam-block-demo"), help="output directory (default ./sam-block-demo)")
-    demo.add_argument("--seed", type=int, default=None, help="which scene (default 0) or clip (default 10: three shapes, one leaving) to draw")
-    demo.add_argument("--video", action="store_true", help="track the shapes of a generated clip instead (mp4, PNG strip, IoU)")
+    demo.add_argument(
+        "--out", type=Path, default=Path("sam-block-demo"), help="output directory (default ./sam-block-demo)"
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="which scene (default 0) or clip (default 10: three shapes, one leaving) to draw",
+    )
+    demo.add_argument(
+        "--video", action="store_true", help="track the shapes of a generated clip instead (mp4, PNG strip, IoU)"
+    )
     demo.add_argument("--frames", type=int, default=60, help="with --video: clip length (default 60)")
     demo.set_defaults(handler=cmd_demo)
     return parser

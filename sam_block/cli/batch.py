@@ -42,12 +42,30 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from sam_block.cli.coco import COCO_FILE, CocoWriter
 from sam_block.cli.engine import image_inputs, init_engine
 from sam_block.cli.errors import CliError, root_message
-from sam_block.cli.inputs import Frame, UniqueStems, expand_inputs, load_image, load_per_image, match_per_image, prepare_inputs, require_inputs
+from sam_block.cli.inputs import (
+    Frame,
+    UniqueStems,
+    expand_inputs,
+    load_image,
+    load_per_image,
+    match_per_image,
+    prepare_inputs,
+    require_inputs,
+)
 from sam_block.cli.run import FAILED_FILE, RunSummary, atomic_write, is_setup_error, run_frames, write_failed
 
 STATE_DIR = ".sam-block-ray"  # one record per finished image
 LOCAL = "local"  # `--ray` without an address: a Ray on this machine
-ROW_KEYS = ("name", "source", "reason", "setup", "record", "file_names", "file_bytes", "pid")  # what an actor returns per image
+ROW_KEYS = (
+    "name",
+    "source",
+    "reason",
+    "setup",
+    "record",
+    "file_names",
+    "file_bytes",
+    "pid",
+)  # what an actor returns per image
 
 __all__ = ["FAILED_FILE", "STATE_DIR", "RayOptions", "RaySummary", "add_ray_arguments", "plan_items", "run_with_ray"]
 
@@ -70,7 +88,7 @@ def add_ray_arguments(parser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help='JSON {IMAGE: {INPUT: VALUE}}, workflow inputs per image (IMAGE: file name or stem), '
+        help="JSON {IMAGE: {INPUT: VALUE}}, workflow inputs per image (IMAGE: file name or stem), "
         'e.g. each image\'s boxes: {"a.jpg": {"boxes": {"predictions": [...]}}} (any box format of `segment --boxes`); '
         "with or without --ray",
     )
@@ -84,7 +102,13 @@ def add_ray_arguments(parser) -> None:
         help="run on a Ray cluster: ADDRESS of an existing one (`auto`, `HOST:6379`, `ray://HOST:10001`), "
         "or none for a Ray on this machine; put it after the inputs (or write --ray=ADDRESS)",
     )
-    group.add_argument("--workers", type=int, default=2, metavar="N", help="with --ray: actors, each holding one engine and model (default 2)")
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="with --ray: actors, each holding one engine and model (default 2)",
+    )
     group.add_argument(
         "--gpus-per-worker",
         type=float,
@@ -136,7 +160,9 @@ def plan_items(inputs: Sequence[Union[Path, Tuple[Path, str]]]) -> List[Item]:
         expanded = expand_inputs([Path(p) for p in inputs])
     videos = [str(path) for path, kind in expanded if kind == "video"]
     if videos:
-        raise CliError(f"--ray runs on images; {videos[0]} is a video: run it without --ray (or extract its frames as images first)")
+        raise CliError(
+            f"--ray runs on images; {videos[0]} is a video: run it without --ray (or extract its frames as images first)"
+        )
     unique = UniqueStems()
     return [Item(unique(path.stem), str(path), str(Path(path).resolve())) for path, _ in expanded]
 
@@ -153,7 +179,10 @@ class Segmenter:
             self.engine = init_engine(definition)
 
     def __call__(self, batch: Dict[str, Any]) -> Dict[str, list]:
-        rows = [self.segment(Item(*fields)) for fields in zip(batch["name"], batch["source"], batch["path"], batch["params"])]
+        rows = [
+            self.segment(Item(*fields))
+            for fields in zip(batch["name"], batch["source"], batch["path"], batch["params"])
+        ]
         return {key: [row[key] for row in rows] for key in ROW_KEYS}
 
     def segment(self, item: Item) -> Dict[str, Any]:
@@ -161,12 +190,27 @@ class Segmenter:
         row = dict(zip(ROW_KEYS, (item.name, item.source, "", False, "", [], [], os.getpid())))
         try:
             image = load_image(Path(item.path))
-            params = {**self.params, **prepare_inputs(self.definition, json.loads(item.params), f"--per-image {item.name}:")}
+            params = {
+                **self.params,
+                **prepare_inputs(self.definition, json.loads(item.params), f"--per-image {item.name}:"),
+            }
             require_inputs(self.definition, self.image_input, params, item.name)
             with tempfile.TemporaryDirectory(prefix="sam-block-ray-") as scratch:
-                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # the driver prints its own lines
+                with (
+                    contextlib.redirect_stdout(io.StringIO()),
+                    contextlib.redirect_stderr(io.StringIO()),
+                ):  # the driver prints its own lines
                     frame = Frame(item.name, item.source, image, input_name=item.name)
-                    summary = run_frames(self.engine, self.image_input, iter([frame]), Path(scratch), params, total=1, progress=False, keep_going=True)
+                    summary = run_frames(
+                        self.engine,
+                        self.image_input,
+                        iter([frame]),
+                        Path(scratch),
+                        params,
+                        total=1,
+                        progress=False,
+                        keep_going=True,
+                    )
                 if summary.failed:  # the workflow failed on this image: the reason the single-process run gives
                     row["reason"] = summary.failed[0]["reason"]
                     return row
@@ -174,8 +218,18 @@ class Segmenter:
                 row["file_names"] = [p.name for p in files]
                 row["file_bytes"] = [p.read_bytes() for p in files]
                 coco = json.loads((Path(scratch) / COCO_FILE).read_text())
-            row["record"] = json.dumps({"source": item.source, "files": row["file_names"], "detections": summary.detections, "masks": summary.masks, "coco": coco})
-        except Exception as error:  # a corrupt image: a line of failed.jsonl; an error failing every image alike: the end
+            row["record"] = json.dumps(
+                {
+                    "source": item.source,
+                    "files": row["file_names"],
+                    "detections": summary.detections,
+                    "masks": summary.masks,
+                    "coco": coco,
+                }
+            )
+        except (
+            Exception
+        ) as error:  # a corrupt image: a line of failed.jsonl; an error failing every image alike: the end
             row["reason"], row["setup"] = root_message(error), is_setup_error(error)
         return row
 
@@ -204,7 +258,9 @@ def run_with_ray(
         per_image = load_per_image(options.per_image, names[0])
         own = match_per_image(per_image, [(Path(item.source).name, item.name) for item in items])
         for item_own, item in zip(own, items):
-            prepare_inputs(definition, item_own, f"--per-image {item.name}:")  # a wrong box shape: refused before any work
+            prepare_inputs(
+                definition, item_own, f"--per-image {item.name}:"
+            )  # a wrong box shape: refused before any work
         items = [Item(item.name, item.source, item.path, json.dumps(item_own)) for item, item_own in zip(items, own)]
     init_engine(definition)  # a workflow that does not compile fails here, before any Ray work
     out = Path(out)
@@ -215,11 +271,21 @@ def run_with_ray(
         _compute(definition, names[0], params, pending, out, summary, options)
     _merge(items, out, summary)
     if summary.skipped:
-        print(f"{summary.skipped} image(s) already done in {out} by an earlier run: kept, not recomputed", file=sys.stderr)
+        print(
+            f"{summary.skipped} image(s) already done in {out} by an earlier run: kept, not recomputed", file=sys.stderr
+        )
     return summary
 
 
-def _compute(definition: dict, image_input: str, params: Dict[str, Any], pending: List[Item], out: Path, summary: RaySummary, options: RayOptions) -> None:
+def _compute(
+    definition: dict,
+    image_input: str,
+    params: Dict[str, Any],
+    pending: List[Item],
+    out: Path,
+    summary: RaySummary,
+    options: RayOptions,
+) -> None:
     import ray
     from tqdm.auto import tqdm
 
@@ -229,10 +295,18 @@ def _compute(definition: dict, image_input: str, params: Dict[str, Any], pending
         ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts images
         if gpus_per_worker is None:
             gpus_per_worker = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-        dataset = ray.data.from_items([{"name": i.name, "source": i.source, "path": i.path, "params": i.params} for i in pending], override_num_blocks=max(1, len(pending) // batch_size))
+        dataset = ray.data.from_items(
+            [{"name": i.name, "source": i.source, "path": i.path, "params": i.params} for i in pending],
+            override_num_blocks=max(1, len(pending) // batch_size),
+        )
         results = dataset.map_batches(
             Segmenter,
-            fn_constructor_kwargs={"definition": definition, "image_input": image_input, "params": params, "threads": 1},
+            fn_constructor_kwargs={
+                "definition": definition,
+                "image_input": image_input,
+                "params": params,
+                "threads": 1,
+            },
             batch_size=batch_size,
             batch_format="pandas",
             compute=ray.data.ActorPoolStrategy(size=options.workers),
@@ -243,7 +317,13 @@ def _compute(definition: dict, image_input: str, params: Dict[str, Any], pending
         )
         failed: List[Dict[str, str]] = []
         rows = iter(results.iter_rows())
-        with tqdm(total=len(pending), unit="image", desc="sam-block (ray)", disable=None if options.progress is None else not options.progress, file=sys.stderr) as bar:
+        with tqdm(
+            total=len(pending),
+            unit="image",
+            desc="sam-block (ray)",
+            disable=None if options.progress is None else not options.progress,
+            file=sys.stderr,
+        ) as bar:
             try:
                 for row in rows:
                     if row["setup"]:  # e.g. a missing checkpoint: every other image would fail alike
@@ -254,12 +334,23 @@ def _compute(definition: dict, image_input: str, params: Dict[str, Any], pending
                         bar.write(f"{row['source']}: failed: {row['reason']}", file=sys.stderr)
                     else:
                         written = _store(out, row)
-                        bar.write(f"{row['source']}: {json.loads(row['record'])['masks']} mask(s) → {', '.join(map(str, written[:2]))}", file=sys.stdout)
+                        bar.write(
+                            f"{row['source']}: {json.loads(row['record'])['masks']} mask(s) → {', '.join(map(str, written[:2]))}",
+                            file=sys.stdout,
+                        )
                         summary.computed += 1
                     bar.update(1)
                     if on_image is not None:
                         status = "failed" if row["reason"] else "done"
-                        on_image({"name": row["name"], "source": row["source"], "status": status, "reason": row["reason"], "pid": int(row["pid"])})
+                        on_image(
+                            {
+                                "name": row["name"],
+                                "source": row["source"],
+                                "status": status,
+                                "reason": row["reason"],
+                                "pid": int(row["pid"]),
+                            }
+                        )
             finally:
                 close = getattr(rows, "close", None)
                 if close is not None:
@@ -283,7 +374,10 @@ def _connect(ray, address: Optional[str]) -> bool:
         else:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except Exception as error:
-        raise CliError(f"cannot start or join Ray at {address or 'this machine'}: {root_message(error)}; " "start one with `ray start --head` and pass its address (or `--ray` alone for a local one)") from None
+        raise CliError(
+            f"cannot start or join Ray at {address or 'this machine'}: {root_message(error)}; "
+            "start one with `ray start --head` and pass its address (or `--ray` alone for a local one)"
+        ) from None
     return True
 
 
@@ -302,7 +396,10 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, port), timeout=10).close()
     except OSError as error:
-        raise CliError(f"cannot join Ray at {address}: nothing answers at {host}:{port} ({error.strerror or error}); " "start the cluster with `ray start --head` there, or use `--ray` alone for a Ray on this machine") from None
+        raise CliError(
+            f"cannot join Ray at {address}: nothing answers at {host}:{port} ({error.strerror or error}); "
+            "start the cluster with `ray start --head` there, or use `--ray` alone for a Ray on this machine"
+        ) from None
 
 
 def _store(out: Path, row: Dict[str, Any]) -> List[Path]:
@@ -341,7 +438,14 @@ def _merge(items: Iterable[Item], out: Path, summary: RaySummary) -> None:
             coco.images.append({**image, "id": len(coco.images) + 1})
             for annotation in (a for a in fragment["annotations"] if a["image_id"] == image["id"]):
                 category = coco.categories.setdefault(categories[annotation["category_id"]], len(coco.categories) + 1)
-                coco.annotations.append({**annotation, "id": len(coco.annotations) + 1, "image_id": len(coco.images), "category_id": category})
+                coco.annotations.append(
+                    {
+                        **annotation,
+                        "id": len(coco.annotations) + 1,
+                        "image_id": len(coco.images),
+                        "category_id": category,
+                    }
+                )
         summary.frames += 1
         summary.detections += int(record.get("detections", 0))
         summary.masks += int(record.get("masks", 0))

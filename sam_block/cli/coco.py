@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-
 from sam_block.cli.inputs import Frame
 
 COCO_FILE = "coco.json"
@@ -42,7 +41,11 @@ class CocoWriter:
             names = dets.data.get("class_name")
             rles = detections_rles(dets)  # exact, from crops when the masks are compact: one implementation
             for i in range(len(dets)):
-                name = str(names[i]) if names is not None else str(dets.class_id[i] if dets.class_id is not None else "object")
+                name = (
+                    str(names[i])
+                    if names is not None
+                    else str(dets.class_id[i] if dets.class_id is not None else "object")
+                )
                 category = self.categories.setdefault(name, len(self.categories) + 1)
                 rle = rles[i]
                 x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))

@@ -9,8 +9,22 @@ from pathlib import Path
 from sam_block.cli.engine import image_inputs, init_engine
 from sam_block.cli.errors import CliError
 from sam_block.cli.inputs import (
-    UniqueStems, bundled_workflow, check_param_names, count_frames, expand_inputs, how_to_pass, iter_frames, load_boxes, load_image,
-    load_per_image, load_workflow, match_per_image, missing_inputs, parse_params, prepare_inputs, require_inputs,
+    UniqueStems,
+    bundled_workflow,
+    check_param_names,
+    count_frames,
+    expand_inputs,
+    how_to_pass,
+    iter_frames,
+    load_boxes,
+    load_image,
+    load_per_image,
+    load_workflow,
+    match_per_image,
+    missing_inputs,
+    parse_params,
+    prepare_inputs,
+    require_inputs,
 )
 from sam_block.cli.run import run_frames
 
@@ -40,15 +54,25 @@ def cmd_run(args) -> int:
     for key, own in (per_image or {}).items():
         check_param_names(definition, own, f"--per-image {key}:")
         prepare_inputs(definition, own, f"--per-image {key}:")  # a wrong box shape: refused before any work
-    missing = missing_inputs(definition, names[0], set(params) | ({n for own in per_image.values() for n in own} if per_image else set()))
+    missing = missing_inputs(
+        definition, names[0], set(params) | ({n for own in per_image.values() for n in own} if per_image else set())
+    )
     if missing:
-        raise CliError(f"the workflow needs input {missing[0]!r}, which is not given: pass it with {how_to_pass(definition, missing[0])}")
+        raise CliError(
+            f"the workflow needs input {missing[0]!r}, which is not given: pass it with {how_to_pass(definition, missing[0])}"
+        )
     if ray and getattr(args, "api_key", None):
         raise CliError("--api-key is not passed to Ray actors; with --ray set ROBOFLOW_API_KEY where they run instead")
     if ray:  # the same outputs, computed by Ray actors (cli/batch.py)
         from sam_block.cli.batch import RayOptions, run_with_ray
 
-        options = RayOptions(address=args.ray, workers=args.workers, gpus_per_worker=args.gpus_per_worker, progress=args.progress, per_image=per_image)
+        options = RayOptions(
+            address=args.ray,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            progress=args.progress,
+            per_image=per_image,
+        )
         summary = run_with_ray(definition, inputs, args.out, params, options)
     else:
         engine = init_engine(definition, api_key=getattr(args, "api_key", None))
@@ -56,7 +80,9 @@ def cmd_run(args) -> int:
         if per_image is not None:
             stems = _stems(inputs)
             own = match_per_image(per_image, [(path.name, stem) for (path, _), stem in zip(inputs, stems)])
-            by_input = {stem: prepare_inputs(definition, values, f"--per-image {stem}:") for stem, values in zip(stems, own)}
+            by_input = {
+                stem: prepare_inputs(definition, values, f"--per-image {stem}:") for stem, values in zip(stems, own)
+            }
 
             def frame_params(frame):
                 values = by_input.get(frame.input_name, {})
@@ -64,7 +90,17 @@ def cmd_run(args) -> int:
                 return values
 
         frames = iter_frames(inputs, args.every, keep_going=True)
-        summary = run_frames(engine, names[0], frames, args.out, params, total=count_frames(inputs, args.every), progress=args.progress, keep_going=True, frame_params=frame_params)
+        summary = run_frames(
+            engine,
+            names[0],
+            frames,
+            args.out,
+            params,
+            total=count_frames(inputs, args.every),
+            progress=args.progress,
+            keep_going=True,
+            frame_params=frame_params,
+        )
     return _report(summary)
 
 
@@ -78,7 +114,10 @@ def _report(summary) -> int:
     """The summary line of a run and its exit code: 0 when nothing failed, else 1."""
     print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
     if summary.failed:
-        print(f"sam-block: {len(summary.failed)} input(s) failed, {summary.frames} done; reasons in {summary.failed_file}", file=sys.stderr)
+        print(
+            f"sam-block: {len(summary.failed)} input(s) failed, {summary.frames} done; reasons in {summary.failed_file}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -91,8 +130,22 @@ def cmd_segment(args) -> int:
     boxes = load_boxes(args.boxes)
     inputs = expand_inputs(args.images)
     engine = init_engine(bundled_workflow("boxes_to_masks.json"))
-    params = {"boxes": [boxes], "version": version, "threshold": args.threshold, "multimask_output": not args.single_mask}
-    summary = run_frames(engine, "image", iter_frames(inputs, 1), args.out, params, total=count_frames(inputs, 1), progress=args.progress, json_output="predictions")
+    params = {
+        "boxes": [boxes],
+        "version": version,
+        "threshold": args.threshold,
+        "multimask_output": not args.single_mask,
+    }
+    summary = run_frames(
+        engine,
+        "image",
+        iter_frames(inputs, 1),
+        args.out,
+        params,
+        total=count_frames(inputs, 1),
+        progress=args.progress,
+        json_output="predictions",
+    )
     print(f"{summary.frames} image(s), {summary.masks} mask(s); COCO file: {summary.coco}")
     return 0
 
@@ -112,7 +165,9 @@ def cmd_download(args) -> int:
         path = checkpoint_path(variant)
         if variant.bundled:
             if not path.is_file():
-                raise CliError(f"the {variant.name!r} checkpoint should ship with sam_block at {path} but is missing; reinstall sam_block")
+                raise CliError(
+                    f"the {variant.name!r} checkpoint should ship with sam_block at {path} but is missing; reinstall sam_block"
+                )
             print(f"{variant.name}: bundled with sam_block at {path}, nothing to download")
             continue
         if path.is_file():

@@ -34,7 +34,10 @@ def cmd_demo(args) -> int:
         xyxy=scene.boxes.astype(float) * 2,
         class_id=np.array([kinds.index(k) for k in scene.kinds]),
         confidence=np.ones(len(scene.kinds)),
-        data={"class_name": np.array(scene.kinds), "detection_id": np.array([f"shape-{i}" for i in range(len(scene.kinds))])},
+        data={
+            "class_name": np.array(scene.kinds),
+            "detection_id": np.array([f"shape-{i}" for i in range(len(scene.kinds))]),
+        },
     )
     args.out.mkdir(parents=True, exist_ok=True)
     source = args.out / "demo_scene.png"
@@ -42,10 +45,22 @@ def cmd_demo(args) -> int:
     engine = init_engine(bundled_workflow("boxes_to_masks.json"))
     params = {"boxes": [boxes], "version": "demo", "threshold": 0.0, "multimask_output": True}
     frame = Frame("demo_scene", str(source), image)
-    summary = run_frames(engine, "image", iter([frame]), args.out, params, total=1, annotated_suffix=".annotated", progress=False, json_output="predictions")
+    summary = run_frames(
+        engine,
+        "image",
+        iter([frame]),
+        args.out,
+        params,
+        total=1,
+        annotated_suffix=".annotated",
+        progress=False,
+        json_output="predictions",
+    )
     predictions = json.loads((args.out / "demo_scene.json").read_text())["predictions"]
     ious = _match_ious(truth, summary, args.out)
-    print(f"segmented {len(predictions)} shape(s) of a generated scene with the toy `demo` model (mean IoU vs ground truth {np.mean(ious):.3f})")
+    print(
+        f"segmented {len(predictions)} shape(s) of a generated scene with the toy `demo` model (mean IoU vs ground truth {np.mean(ious):.3f})"
+    )
     print(f"input:     {source}")
     print(f"annotated: {args.out / 'demo_scene.annotated.png'}")
     print(f"json:      {args.out / 'demo_scene.json'}")
@@ -61,7 +76,14 @@ def _match_ious(truth: np.ndarray, summary: RunSummary, out: Path) -> List[float
     annotations = json.loads(summary.coco.read_text())["annotations"]
     if not annotations:
         return [0.0] * len(truth)
-    predicted = np.stack([mask_utils.decode({"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()}).astype(bool) for a in annotations])
+    predicted = np.stack(
+        [
+            mask_utils.decode(
+                {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()}
+            ).astype(bool)
+            for a in annotations
+        ]
+    )
     return [float(v) for v in sv.mask_iou_batch(truth.astype(bool), predicted).max(axis=1)]
 
 
@@ -92,7 +114,9 @@ def cmd_demo_video(args) -> int:
     size = clip.frames.shape[1] * VIDEO_SCALE
     with sv.VideoSink(str(source), sv.VideoInfo(width=size, height=size, fps=15)) as sink:
         for frame in clip.frames:
-            sink.write_frame(cv2.resize(np.ascontiguousarray(frame[..., ::-1]), (size, size), interpolation=cv2.INTER_CUBIC))
+            sink.write_frame(
+                cv2.resize(np.ascontiguousarray(frame[..., ::-1]), (size, size), interpolation=cv2.INTER_CUBIC)
+            )
     first = clip.boxes(0)[objects] * VIDEO_SCALE
     kinds = [clip.kinds[k] for k in objects]
     boxes = sv.Detections(

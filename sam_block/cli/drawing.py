@@ -42,7 +42,10 @@ def annotate(image: np.ndarray, detections) -> np.ndarray:
         return image.copy()
     names = detections.data.get("class_name")
     if names is None:
-        names = ["" if c is None else str(c) for c in (detections.class_id if detections.class_id is not None else [None] * len(detections))]
+        names = [
+            "" if c is None else str(c)
+            for c in (detections.class_id if detections.class_id is not None else [None] * len(detections))
+        ]
     scores = detections.confidence if detections.confidence is not None else [None] * len(detections)
     labels = [f"{name} {score:.2f}".strip() if score is not None else str(name) for name, score in zip(names, scores)]
     color_lookup = sv.ColorLookup.CLASS if detections.class_id is not None else sv.ColorLookup.INDEX

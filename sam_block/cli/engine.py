@@ -36,7 +36,9 @@ def init_engine(definition: dict, init_parameters: Optional[dict] = None, api_ke
     except Exception as error:
         raise CliError(f"the workflow does not compile: {root_message(error)}") from error
     roboflow_steps = steps_needing(definition, "model_manager", "api_key")
-    return RoboflowStepsEngine(engine, definition, roboflow_steps, parameters.get(API_KEY)) if roboflow_steps else engine
+    return (
+        RoboflowStepsEngine(engine, definition, roboflow_steps, parameters.get(API_KEY)) if roboflow_steps else engine
+    )
 
 
 def engine_init_parameters(definition: dict, api_key: Optional[str] = None) -> Dict[str, Any]:
@@ -66,7 +68,9 @@ def roboflow_model_manager():
     from inference.core.registries.roboflow import RoboflowModelRegistry
     from inference.models.utils import ROBOFLOW_MODEL_TYPES
 
-    manager = WithFixedSizeCache(ModelManager(model_registry=RoboflowModelRegistry(ROBOFLOW_MODEL_TYPES)), max_size=MAX_ACTIVE_MODELS)
+    manager = WithFixedSizeCache(
+        ModelManager(model_registry=RoboflowModelRegistry(ROBOFLOW_MODEL_TYPES)), max_size=MAX_ACTIVE_MODELS
+    )
     return ModelManagerModelsProvider(manager)
 
 
@@ -79,7 +83,9 @@ def steps_needing(definition: dict, *init_parameters: str) -> Dict[str, dict]:
     needs: Dict[str, bool] = {}
     for block in load_workflow_blocks():  # cached by the engine after the first call
         asks = bool(wanted & set(block.block_class.get_init_parameters()))
-        for type_name in typing.get_args(block.manifest_class.model_fields["type"].annotation):  # the type and its aliases
+        for type_name in typing.get_args(
+            block.manifest_class.model_fields["type"].annotation
+        ):  # the type and its aliases
             needs[type_name] = asks
     steps = [s for s in definition.get("steps", []) if isinstance(s, dict)]
     return {str(s.get("name")): s for s in steps if needs.get(s.get("type"), False)}
@@ -129,7 +135,7 @@ class RoboflowStepsEngine:
         value = step.get("model_id")
         if not isinstance(value, str) or not value.startswith("$inputs."):
             return value
-        name = value[len("$inputs."):]
+        name = value[len("$inputs.") :]
         if name in runtime_parameters:
             return runtime_parameters[name]
         declared = [i for i in self._definition.get("inputs", []) if isinstance(i, dict) and i.get("name") == name]
@@ -152,4 +158,6 @@ def _find_cause(error: BaseException, kind: type):
 
 def image_inputs(definition: dict) -> List[str]:
     """Names of the workflow's image inputs, in order."""
-    return [i["name"] for i in definition.get("inputs", []) if isinstance(i, dict) and i.get("type") in IMAGE_INPUT_TYPES]
+    return [
+        i["name"] for i in definition.get("inputs", []) if isinstance(i, dict) and i.get("type") in IMAGE_INPUT_TYPES
+    ]

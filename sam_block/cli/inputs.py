@@ -66,25 +66,45 @@ def parse_boxes(payload: Any, where: str):
         return payload
     if isinstance(payload, dict):
         if "predictions" not in payload:
-            raise CliError(f"{where}: an object of boxes needs 'predictions' (found {', '.join(map(repr, payload)) or 'no keys'}); expected {BOX_SHAPES}")
+            raise CliError(
+                f"{where}: an object of boxes needs 'predictions' (found {', '.join(map(repr, payload)) or 'no keys'}); expected {BOX_SHAPES}"
+            )
         predictions = payload["predictions"]
         if not isinstance(predictions, list):
-            raise CliError(f"{where}: 'predictions' must be a list of boxes (found {type(predictions).__name__}); expected {BOX_SHAPES}")
+            raise CliError(
+                f"{where}: 'predictions' must be a list of boxes (found {type(predictions).__name__}); expected {BOX_SHAPES}"
+            )
         for index, box in enumerate(predictions):
             _require_keys(box, ("x", "y", "width", "height"), where, index)
         image = payload.get("image")
-        if isinstance(image, dict) and {"width", "height"} <= set(image) and all({"class", "class_id", "confidence"} <= set(b) for b in predictions):
+        if (
+            isinstance(image, dict)
+            and {"width", "height"} <= set(image)
+            and all({"class", "class_id", "confidence"} <= set(b) for b in predictions)
+        ):
             return payload  # complete: the engine's own deserializer reads it (polygons, keypoints too)
-        rows = [(float(b["x"]) - float(b["width"]) / 2, float(b["y"]) - float(b["height"]) / 2, float(b["x"]) + float(b["width"]) / 2, float(b["y"]) + float(b["height"]) / 2) for b in _numbers(predictions, where)]
+        rows = [
+            (
+                float(b["x"]) - float(b["width"]) / 2,
+                float(b["y"]) - float(b["height"]) / 2,
+                float(b["x"]) + float(b["width"]) / 2,
+                float(b["y"]) + float(b["height"]) / 2,
+            )
+            for b in _numbers(predictions, where)
+        ]
         return _detections(rows, predictions, "class", where)
     if isinstance(payload, list):
         if payload and all(isinstance(b, dict) and "predictions" in b for b in payload):
-            raise CliError(f"{where}: a list of {len(payload)} prediction objects is a batch; one image's boxes are one object (or use --per-image for boxes per image)")
+            raise CliError(
+                f"{where}: a list of {len(payload)} prediction objects is a batch; one image's boxes are one object (or use --per-image for boxes per image)"
+            )
         for index, box in enumerate(payload):
             _require_keys(box, ("x1", "y1", "x2", "y2"), where, index)
         rows = [tuple(float(b[k]) for k in ("x1", "y1", "x2", "y2")) for b in _numbers(payload, where)]
         return _detections(rows, payload, "class_name", where)
-    raise CliError(f"{where}: boxes must be a list or an object with 'predictions' (found {type(payload).__name__}); expected {BOX_SHAPES}")
+    raise CliError(
+        f"{where}: boxes must be a list or an object with 'predictions' (found {type(payload).__name__}); expected {BOX_SHAPES}"
+    )
 
 
 def _require_keys(box: Any, keys, where: str, index: int) -> None:
@@ -104,7 +124,9 @@ def _numbers(boxes: List[dict], where: str) -> List[dict]:
                 try:
                     float(value)
                 except (TypeError, ValueError):
-                    raise CliError(f"{where}: box {index}: {key} is {value!r}, not a number; expected {BOX_SHAPES}") from None
+                    raise CliError(
+                        f"{where}: box {index}: {key} is {value!r}, not a number; expected {BOX_SHAPES}"
+                    ) from None
     return boxes
 
 
@@ -119,7 +141,9 @@ def _detections(rows, boxes: List[dict], class_key: str, where: str):
         detections = sv.Detections(
             xyxy=np.array(rows, dtype=float),
             class_id=np.array([int(b.get("class_id", classes[n])) for b, n in zip(boxes, names)]),
-            confidence=np.array([float(b["confidence"]) for b in boxes]) if all("confidence" in b for b in boxes) else None,
+            confidence=np.array([float(b["confidence"]) for b in boxes])
+            if all("confidence" in b for b in boxes)
+            else None,
             data={"class_name": np.array(names)},
         )
     except (TypeError, ValueError) as error:
@@ -136,7 +160,9 @@ def _from_full_inference_format(payload: dict, where: str):
     try:
         detections = sv.Detections.from_inference(payload)
     except (KeyError, TypeError, ValueError) as error:
-        raise CliError(f"{where}: a box is malformed ({type(error).__name__}: {error}); expected {BOX_SHAPES}") from error
+        raise CliError(
+            f"{where}: a box is malformed ({type(error).__name__}: {error}); expected {BOX_SHAPES}"
+        ) from error
     ids = [p.get("detection_id") for p in payload["predictions"]]
     if ids and all(ids):
         detections.data["detection_id"] = np.array(ids)
@@ -173,12 +199,18 @@ def check_param_names(definition: dict, names, where: str = "--param") -> None:
     declared = {i["name"] for i in workflow_inputs(definition)}
     for name in names:
         if name not in declared:
-            raise CliError(f"{where} {name}: the workflow has no input {name!r}; its inputs: {describe_inputs(definition)}")
+            raise CliError(
+                f"{where} {name}: the workflow has no input {name!r}; its inputs: {describe_inputs(definition)}"
+            )
 
 
 def missing_inputs(definition: dict, image_input: str, given) -> List[str]:
     """Required inputs (batch inputs: images, boxes, ...) other than `image_input` that `given` lacks."""
-    return [i["name"] for i in workflow_inputs(definition) if i.get("type") in BATCH_INPUT_TYPES and i["name"] != image_input and i["name"] not in given]
+    return [
+        i["name"]
+        for i in workflow_inputs(definition)
+        if i.get("type") in BATCH_INPUT_TYPES and i["name"] != image_input and i["name"] not in given
+    ]
 
 
 def require_inputs(definition: dict, image_input: str, given, image: str) -> None:
@@ -186,7 +218,9 @@ def require_inputs(definition: dict, image_input: str, given, image: str) -> Non
     naming the image, the input and how to give it (the run records it as that image's failure)."""
     missing = missing_inputs(definition, image_input, given)
     if missing:
-        raise CliError(f"no {missing[0]!r} for {image}: --per-image has no {missing[0]!r} for it and no --param gives one")
+        raise CliError(
+            f"no {missing[0]!r} for {image}: --per-image has no {missing[0]!r} for it and no --param gives one"
+        )
 
 
 def how_to_pass(definition: dict, name: str) -> str:
@@ -210,9 +244,16 @@ def prepare_inputs(definition: dict, values: Dict[str, Any], where: str) -> Dict
             continue
         value = values[name]
         batch = declared.get("type") in BATCH_INPUT_TYPES
-        if batch and isinstance(value, list) and value and all(isinstance(v, (dict, list)) and not _is_corner_box(v) for v in value):
+        if (
+            batch
+            and isinstance(value, list)
+            and value
+            and all(isinstance(v, (dict, list)) and not _is_corner_box(v) for v in value)
+        ):
             if len(value) != 1:
-                raise CliError(f"{where} {name}: {len(value)} entries, but it holds one image's boxes; for boxes per image use --per-image FILE; expected {BOX_SHAPES}")
+                raise CliError(
+                    f"{where} {name}: {len(value)} entries, but it holds one image's boxes; for boxes per image use --per-image FILE; expected {BOX_SHAPES}"
+                )
             value = value[0]
         parsed = parse_boxes(value, f"{where} {name}")
         prepared[name] = [parsed] if batch else parsed
@@ -394,7 +435,9 @@ def load_per_image(per_image: Any, image_input: str) -> Dict[str, Dict[str, Any]
         raise CliError('--per-image must map image names to their inputs: {"a.jpg": {"boxes": [...]}}')
     for key, own in per_image.items():
         if image_input in own:
-            raise CliError(f"--per-image {key}: {image_input!r} is the image input, which receives the image itself; remove it")
+            raise CliError(
+                f"--per-image {key}: {image_input!r} is the image input, which receives the image itself; remove it"
+            )
     return per_image
 
 
@@ -409,5 +452,7 @@ def match_per_image(per_image: Dict[str, Dict[str, Any]], files: List[Tuple[str,
         found.append(per_image.get(key, {}) if key is not None else {})
     unknown = sorted(set(per_image) - matched)
     if unknown:
-        logging.getLogger(__name__).warning("--per-image: %d name(s) match no input image, e.g. %r", len(unknown), unknown[0])
+        logging.getLogger(__name__).warning(
+            "--per-image: %d name(s) match no input image, e.g. %r", len(unknown), unknown[0]
+        )
     return found

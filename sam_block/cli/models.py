@@ -12,7 +12,7 @@ def model_rows() -> List[dict]:
     Reads no network: Hugging Face files are looked up in huggingface_hub's cache only.
     """
     from sam_block.runtime.checkpoints import checkpoint_path, local_checkpoint
-    from sam_block.runtime.variants import get_variant, available_versions
+    from sam_block.runtime.variants import available_versions, get_variant
 
     rows = []
     for name in available_versions():
@@ -30,7 +30,9 @@ def model_rows() -> List[dict]:
         if variant.registry:
             source = "HF cache" if variant.hf_repo else ("checkpoint dir" if variant.url else "file")
             where = f"registry {variant.registry} ({source})"
-        rows.append({"version": name, "config": variant.config, "where": where, "file": file, "present": present is not None})
+        rows.append(
+            {"version": name, "config": variant.config, "where": where, "file": file, "present": present is not None}
+        )
     return rows
 
 

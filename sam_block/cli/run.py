@@ -17,7 +17,6 @@ from sam_block.cli.drawing import annotate, find_detections, find_images
 from sam_block.cli.errors import CliError, SetupError, root_message
 from sam_block.cli.inputs import Frame
 
-
 FAILED_FILE = "failed.jsonl"  # one JSON line {"name", "source", "reason"} per input that failed
 
 
@@ -41,13 +40,22 @@ def is_setup_error(error: BaseException) -> bool:
     a missing or corrupt checkpoint, an unusable device, an unknown version, a runtime input the
     engine refuses. A run stops on it (exit 2) instead of listing every image as failed."""
     from roboflow_workflows.errors import RuntimeInputError
-
     from sam_block.errors import CheckpointCorruptError, CheckpointMissingError, DeviceError, UnknownVersionError
 
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, (SetupError, CheckpointMissingError, CheckpointCorruptError, DeviceError, UnknownVersionError, RuntimeInputError)):
+        if isinstance(
+            error,
+            (
+                SetupError,
+                CheckpointMissingError,
+                CheckpointCorruptError,
+                DeviceError,
+                UnknownVersionError,
+                RuntimeInputError,
+            ),
+        ):
             return True
         error = getattr(error, "inner_error", None) or error.__cause__
     return False
@@ -99,7 +107,9 @@ def run_frames(
 
     out.mkdir(parents=True, exist_ok=True)
     coco, summary = CocoWriter(), RunSummary()
-    with tqdm(total=total, unit="image", desc="sam-block", disable=None if progress is None else not progress, file=sys.stderr) as bar:
+    with tqdm(
+        total=total, unit="image", desc="sam-block", disable=None if progress is None else not progress, file=sys.stderr
+    ) as bar:
 
         def fail(frame: Frame, reason: str) -> None:
             summary.failed.append({"name": frame.name, "source": frame.source, "reason": reason})
@@ -119,7 +129,11 @@ def run_frames(
             except Exception as error:  # the engine wraps our errors; show the root cause in one line
                 if isinstance(error, SetupError) or (isinstance(error, CliError) and not keep_going):
                     raise
-                message = root_message(error) if isinstance(error, CliError) else f"the workflow failed: {root_message(error)}"
+                message = (
+                    root_message(error)
+                    if isinstance(error, CliError)
+                    else f"the workflow failed: {root_message(error)}"
+                )
                 if not keep_going or is_setup_error(error):
                     raise CliError(f"{frame.source}: {message}") from error
                 fail(frame, message)
@@ -131,7 +145,11 @@ def run_frames(
                     scene = annotate(scene, detections)
             png, js = out / f"{frame.name}{annotated_suffix}.png", out / f"{frame.name}.json"
             cv2.imwrite(str(png), scene)
-            serialized = serialize_output(result[json_output]) if json_output else {name: serialize_output(value) for name, value in result.items()}
+            serialized = (
+                serialize_output(result[json_output])
+                if json_output
+                else {name: serialize_output(value) for name, value in result.items()}
+            )
             js.write_text(json.dumps(serialized, indent=2, default=json_default))
             summary.written += [png, js]
             for name, image in (i for key, value in result.items() for i in find_images(value, key)):
@@ -161,7 +179,6 @@ def serialize_output(value: Any) -> Any:
     import supervision as sv
 
     from roboflow_workflows.core_steps.common.serializers import serialize_wildcard_kind
-
     from sam_block.rle import serialise_exact
 
     if isinstance(value, sv.Detections):

@@ -66,7 +66,7 @@ def load_frame_boxes(path: Path) -> Tuple[Dict[int, Any], bool]:
             detections = sv.Detections.from_inference(payload) if predictions else sv.Detections.empty()
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise CliError(
-                f"boxes file {path}, line {number}: not a JSON line {{\"frame\": N, \"predictions\": [...]}} "
+                f'boxes file {path}, line {number}: not a JSON line {{"frame": N, "predictions": [...]}} '
                 f"({type(error).__name__}: {error}); see `sam-block track --help`"
             ) from error
         if frame in per_frame:
@@ -114,7 +114,9 @@ def mot_rows(frame_index: int, detections) -> List[str]:
         return rows
     confidence = detections.confidence if detections.confidence is not None else np.ones(len(detections))
     for (x1, y1, x2, y2), track_id, score in zip(detections.xyxy, detections.tracker_id, confidence):
-        rows.append(f"{frame_index + 1},{int(track_id)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{float(score):.4f},-1,-1,-1")
+        rows.append(
+            f"{frame_index + 1},{int(track_id)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{float(score):.4f},-1,-1,-1"
+        )
     return rows
 
 
@@ -157,7 +159,6 @@ def track_videos(
     from tqdm.auto import tqdm
 
     from roboflow_workflows.execution_engine.entities.base import VideoMetadata
-
     from sam_block.cli.run import json_default, serialize_output
 
     out.mkdir(parents=True, exist_ok=True)
@@ -174,9 +175,18 @@ def track_videos(
         target = sv.VideoInfo(width=info.width, height=info.height, fps=fps)
         total = (info.total_frames + every - 1) // every if info.total_frames else None
         drawer, ids = TrackDrawer(), set()
-        with sv.VideoSink(str(mp4), target) as sink, jsonl.open("w") as lines, mot.open("w") as mot_file, tqdm(
-            total=total, unit="frame", desc=path.name, disable=None if progress is None else not progress, file=sys.stderr
-        ) as bar:
+        with (
+            sv.VideoSink(str(mp4), target) as sink,
+            jsonl.open("w") as lines,
+            mot.open("w") as mot_file,
+            tqdm(
+                total=total,
+                unit="frame",
+                desc=path.name,
+                disable=None if progress is None else not progress,
+                file=sys.stderr,
+            ) as bar,
+        ):
             for frame in iter_frames([(path, "video")], every):
                 index, image = frame.frame_index, frame.image
                 metadata = VideoMetadata(
@@ -242,11 +252,29 @@ def add_track_parser(commands, formatter, progress_flags, add_model_flags) -> No
     source.add_argument("--workflow", type=Path, metavar="WORKFLOW.json", help="a workflow with the video step")
     track.add_argument("--out", type=Path, required=True, help="output directory")
     add_model_flags(track, f"with --boxes: the SAM 2 version, {versions_help()}")
-    track.add_argument("--prompt-mode", choices=PROMPT_MODES, default=None, help="with --boxes: when boxes prompt the tracker (default first_frame for a JSON file, every_frame for JSON lines)")
-    track.add_argument("--prompt-interval", type=int, default=30, metavar="N", help="with --prompt-mode every_n_frames: every N frames (default 30)")
+    track.add_argument(
+        "--prompt-mode",
+        choices=PROMPT_MODES,
+        default=None,
+        help="with --boxes: when boxes prompt the tracker (default first_frame for a JSON file, every_frame for JSON lines)",
+    )
+    track.add_argument(
+        "--prompt-interval",
+        type=int,
+        default=30,
+        metavar="N",
+        help="with --prompt-mode every_n_frames: every N frames (default 30)",
+    )
     track.add_argument("--every", type=int, default=1, metavar="N", help="track every N-th frame (default 1)")
-    track.add_argument("--param", action="append", metavar="NAME=VALUE", help="with --workflow: a workflow input; repeatable")
-    track.add_argument("--api-key", metavar="KEY", default=None, help="Roboflow API key for inference's model blocks, e.g. a Roboflow detector (default: $ROBOFLOW_API_KEY)")
+    track.add_argument(
+        "--param", action="append", metavar="NAME=VALUE", help="with --workflow: a workflow input; repeatable"
+    )
+    track.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=None,
+        help="Roboflow API key for inference's model blocks, e.g. a Roboflow detector (default: $ROBOFLOW_API_KEY)",
+    )
     progress_flags(track)
     track.set_defaults(handler=cmd_track)
 
@@ -269,7 +297,9 @@ def cmd_track(args) -> int:
     boxes = None
     if args.workflow is not None:
         if args.model is not None or args.prompt_mode is not None:
-            raise CliError("--model and --prompt-mode go with --boxes; with --workflow set the version and prompt_mode in the workflow's step")
+            raise CliError(
+                "--model and --prompt-mode go with --boxes; with --workflow set the version and prompt_mode in the workflow's step"
+            )
         definition = load_workflow(args.workflow)
         steps = [s for s in definition.get("steps", []) if isinstance(s, dict) and s.get("type") == VIDEO_STEP]
         if not steps:
@@ -292,6 +322,15 @@ def cmd_track(args) -> int:
 
         definition = boxes_workflow(args.model or DEFAULT_VERSION, mode, args.prompt_interval)
         image_input = "image"
-    summary = track_videos(init_engine(definition, api_key=args.api_key), image_input, videos, args.out, params, boxes, args.every, args.progress)
+    summary = track_videos(
+        init_engine(definition, api_key=args.api_key),
+        image_input,
+        videos,
+        args.out,
+        params,
+        boxes,
+        args.every,
+        args.progress,
+    )
     print(f"{summary.videos} video(s), {summary.frames} frame(s), {summary.tracks} track(s)")
     return 0

@@ -162,7 +162,9 @@ def make_clip(
         centres = _path(rng, frames, size, radius * 0.8, pixel_speed * rng.uniform(0.4, 1.2), k == leaving)
         growth = rng.uniform(-0.25, 0.25) * min(1.0, speed / 2)
         phase = rng.uniform(0, 2 * np.pi)
-        scales = np.exp(growth * np.sin(phase + np.arange(frames) * 2 * np.pi / max(frames, 40))) if frames else np.ones(0)
+        scales = (
+            np.exp(growth * np.sin(phase + np.arange(frames) * 2 * np.pi / max(frames, 40))) if frames else np.ones(0)
+        )
         spin = rng.uniform(-2.0, 2.0) * min(1.0, speed / 2)
         angles = rng.uniform(0, 360) + spin * np.arange(frames)
         sprites.append(_Sprite(mask, fill, kind, centres, scales, angles))

@@ -79,7 +79,9 @@ def _shape_mask(rng: np.random.Generator, kind: str, height: int, width: int) ->
     return draw_shape(rng, kind, height, width, cx, cy, rx, ry)
 
 
-def draw_shape(rng: np.random.Generator, kind: str, height: int, width: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+def draw_shape(
+    rng: np.random.Generator, kind: str, height: int, width: int, cx: float, cy: float, rx: float, ry: float
+) -> np.ndarray:
     """A ``(height, width)`` bool mask of a random shape of `kind` centred at `cx, cy` with radii `rx, ry`."""
     mask = np.zeros((height, width), np.uint8)
     if kind == "rectangle":

@@ -102,7 +102,9 @@ def mask_losses(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 LOSS_SIZE = 128  # masks are compared with the ground truth at this resolution (logits are 64 x 64)
 
 
-def decode_prompts(model, embed: torch.Tensor, high_res: List[torch.Tensor], coords: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def decode_prompts(
+    model, embed: torch.Tensor, high_res: List[torch.Tensor], coords: torch.Tensor, labels: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """All four mask outputs ``(N, 4, h, w)`` and their predicted IoUs, one image row per prompt row."""
     encoder = model.sam_prompt_encoder
     sparse, dense = encoder(points=(coords, labels), boxes=None, masks=None)
@@ -122,7 +124,9 @@ def step_loss(model, embed, high_res, prompts) -> Tuple[torch.Tensor, float]:
     total, ious = 0.0, []
     for index, coords, labels, targets in prompts.values():
         idx = torch.as_tensor(index)
-        low_res, iou_pred = decode_prompts(model, embed[idx], [f[idx] for f in high_res], torch.as_tensor(coords), torch.as_tensor(labels))
+        low_res, iou_pred = decode_prompts(
+            model, embed[idx], [f[idx] for f in high_res], torch.as_tensor(coords), torch.as_tensor(labels)
+        )
         logits = F.interpolate(low_res, size=(LOSS_SIZE, LOSS_SIZE), mode="bilinear", align_corners=False)
         target = torch.as_tensor(targets, dtype=torch.float32).unsqueeze(1)
         target = F.interpolate(target, size=(LOSS_SIZE, LOSS_SIZE), mode="area")  # soft edges: exact coverage
@@ -161,7 +165,9 @@ def evaluate(model, scenes: int = 40, seed: int = HELD_OUT_SEED, multimask_outpu
     return float(np.mean(held_out_ious(Sam2Predictor(model.eval(), cache=None), scenes, seed, multimask_output)))
 
 
-def pretrain_prompts(model, rng: np.random.Generator, steps: int, per_step: int = 32, lr: float = 1e-3, log_every: int = 50) -> None:
+def pretrain_prompts(
+    model, rng: np.random.Generator, steps: int, per_step: int = 32, lr: float = 1e-3, log_every: int = 50
+) -> None:
     """Phase 1: prompt encoder and mask decoder learn to fill random boxes on a blank image.
 
     The image embedding and the high-resolution features are zeros, so the box
@@ -173,13 +179,18 @@ def pretrain_prompts(model, rng: np.random.Generator, steps: int, per_step: int 
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     size, grid = model.image_size, model.sam_image_embedding_size  # 256, 16
     blank = torch.zeros(per_step, model.sam_prompt_embed_dim, grid, grid)
-    high_res = [torch.zeros(per_step, conv.out_channels, scale * grid, scale * grid) for conv, scale in ((decoder.conv_s0, 4), (decoder.conv_s1, 2))]
+    high_res = [
+        torch.zeros(per_step, conv.out_channels, scale * grid, scale * grid)
+        for conv, scale in ((decoder.conv_s0, 4), (decoder.conv_s1, 2))
+    ]
     centres = (torch.arange(4 * grid) + 0.5) * size / (4 * grid)  # low-res mask pixel centres, image pixels
     start, running = time.time(), []
     for step in range(steps):
         centre = rng.uniform(0, size, (per_step, 2))
         extent = rng.uniform(12, 140, (per_step, 2))
-        boxes = torch.from_numpy(np.concatenate([centre - extent / 2, centre + extent / 2], 1).clip(0, size).astype(np.float32))
+        boxes = torch.from_numpy(
+            np.concatenate([centre - extent / 2, centre + extent / 2], 1).clip(0, size).astype(np.float32)
+        )
         inside_x = (centres >= boxes[:, 0, None]) & (centres < boxes[:, 2, None])  # (N, W)
         inside_y = (centres >= boxes[:, 1, None]) & (centres < boxes[:, 3, None])  # (N, H)
         target = (inside_y[:, :, None] & inside_x[:, None, :]).float().unsqueeze(1)
@@ -246,9 +257,12 @@ def train(steps: int, batch: int, per_image: int, lr: float, seed: int, prompt_s
         scheduler.step()
         running.append((float(loss.detach()), iou))
         if (step + 1) % log_every == 0 or step + 1 == steps:
-            l, i = np.mean(running, axis=0)
+            mean_loss, mean_iou = np.mean(running, axis=0)
             running.clear()
-            print(f"step {step + 1}/{steps}  loss {l:.3f}  train IoU {i:.3f}  lr {scheduler.get_last_lr()[0]:.2e}  {time.time() - start:.0f}s", flush=True)
+            print(
+                f"step {step + 1}/{steps}  loss {mean_loss:.3f}  train IoU {mean_iou:.3f}  lr {scheduler.get_last_lr()[0]:.2e}  {time.time() - start:.0f}s",
+                flush=True,
+            )
     return model.eval()
 
 
@@ -275,25 +289,40 @@ def save_checkpoint(model, out: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"checkpoint to write (default {DEFAULT_OUT})")
-    parser.add_argument("--prompt-steps", type=int, default=600, help="phase 1: steps of learning to read box prompts on a blank image")
+    parser.add_argument(
+        "--prompt-steps", type=int, default=600, help="phase 1: steps of learning to read box prompts on a blank image"
+    )
     parser.add_argument("--steps", type=int, default=3000, help="phase 2: steps of joint training on scenes")
     parser.add_argument("--batch", type=int, default=4, help="scenes per step")
     parser.add_argument("--per-image", type=int, default=6, help="prompts per scene")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for this small model, and the weights depend on it slightly)")
-    parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="only measure the held-out IoU of CHECKPOINT")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: fastest for this small model, and the weights depend on it slightly)",
+    )
+    parser.add_argument(
+        "--evaluate", type=Path, metavar="CHECKPOINT", help="only measure the held-out IoU of CHECKPOINT"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.evaluate:
         model = load_demo(args.evaluate)
-        print(f"held-out mean box IoU: {evaluate(model):.4f} (best of 3 proposals), {evaluate(model, multimask_output=False):.4f} (single-mask output)")
+        print(
+            f"held-out mean box IoU: {evaluate(model):.4f} (best of 3 proposals), {evaluate(model, multimask_output=False):.4f} (single-mask output)"
+        )
         return 0
     wall, cpu = time.time(), time.process_time()
     model = train(args.steps, args.batch, args.per_image, args.lr, args.seed, args.prompt_steps)
     save_checkpoint(model, args.out)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {time.time() - wall:.0f}s wall, {time.process_time() - cpu:.0f}s CPU")
-    print(f"held-out mean box IoU: {evaluate(model):.4f} (best of 3 proposals), {evaluate(model, multimask_output=False):.4f} (single-mask output)")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {time.time() - wall:.0f}s wall, {time.process_time() - cpu:.0f}s CPU"
+    )
+    print(
+        f"held-out mean box IoU: {evaluate(model):.4f} (best of 3 proposals), {evaluate(model, multimask_output=False):.4f} (single-mask output)"
+    )
     return 0
 
 

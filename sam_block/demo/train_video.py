@@ -83,7 +83,9 @@ def _box_inputs(boxes: np.ndarray) -> dict:
     return {"point_coords": coords, "point_labels": labels}
 
 
-def track_loss(model, clips: List[Clip], rng: np.random.Generator, jitter: float = 0.03) -> Tuple[torch.Tensor, Dict[str, float]]:
+def track_loss(
+    model, clips: List[Clip], rng: np.random.Generator, jitter: float = 0.03
+) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Prompt every object visible on frame 0 of each clip with its (slightly jittered) box,
     propagate through the clip as the tracker does, and return the loss and statistics."""
     frames = np.concatenate([c.frames for c in clips])
@@ -111,13 +113,24 @@ def track_loss(model, clips: List[Clip], rng: np.random.Generator, jitter: float
         vision_pos = [p[:, rows] for p in pos]
         prompt = t == 0
         current, outputs, _, _ = model._track_step(
-            t, prompt, vision, vision_pos, sizes, _box_inputs(np.concatenate(boxes)) if prompt else None, None,
-            memory, UNKNOWN_NUM_FRAMES, False, None,
+            t,
+            prompt,
+            vision,
+            vision_pos,
+            sizes,
+            _box_inputs(np.concatenate(boxes)) if prompt else None,
+            None,
+            memory,
+            UNKNOWN_NUM_FRAMES,
+            False,
+            None,
         )
         multimasks, _, _, low_res, high_res, obj_ptr, score = outputs
         current.update(pred_masks=low_res, obj_ptr=obj_ptr, object_score_logits=score)
         if prompt:  # the tracker encodes a prompt frame's memory from the binarised, upsampled low-res mask
-            high_res = F.interpolate(low_res, size=(model.image_size, model.image_size), mode="bilinear", align_corners=False)
+            high_res = F.interpolate(
+                low_res, size=(model.image_size, model.image_size), mode="bilinear", align_corners=False
+            )
             current["maskmem_features"], current["maskmem_pos_enc"] = model._encode_new_memory(
                 vision, sizes, high_res, score, is_mask_from_pts=True
             )
@@ -137,7 +150,11 @@ def track_loss(model, clips: List[Clip], rng: np.random.Generator, jitter: float
             ious.append(iou.mean())
             present_acc.append(((score.reshape(-1) > 0).float() == seen).float().mean())
     loss = torch.stack(mask_terms).mean() + torch.stack(score_terms).mean()
-    stats = {"loss": float(loss.detach()), "iou": float(torch.stack(ious).mean()), "presence": float(torch.stack(present_acc).mean())}
+    stats = {
+        "loss": float(loss.detach()),
+        "iou": float(torch.stack(ious).mean()),
+        "presence": float(torch.stack(present_acc).mean()),
+    }
     return loss, stats
 
 
@@ -192,7 +209,12 @@ def train(steps: int, batch: int, lr: float, seed: int, checkpoint: Optional[Pat
     start, running, seeds = time.time(), [], training_seeds(seed, steps, batch)
     for step in range(steps):
         stage = stage_at(step, steps)
-        clips = [make_clip(seeds[step * batch + i], frames=stage.frames, speed=stage.speed, objects=(2, 4), leave_probability=0.5) for i in range(batch)]
+        clips = [
+            make_clip(
+                seeds[step * batch + i], frames=stage.frames, speed=stage.speed, objects=(2, 4), leave_probability=0.5
+            )
+            for i in range(batch)
+        ]
         loss, stats = track_loss(model, clips, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -299,14 +321,18 @@ def describe(result: Dict[str, float]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"checkpoint to write (default {DEFAULT_OUT})")
-    parser.add_argument("--checkpoint", type=Path, help="take the image parts from this checkpoint (default: the bundled demo weights)")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="take the image parts from this checkpoint (default: the bundled demo weights)"
+    )
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, default=2, help="clips per step")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the weights depend on it slightly)")
     parser.add_argument("--eval-clips", type=int, default=12, help="held-out clips measured at the end (0: skip)")
-    parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="only measure held-out tracking of CHECKPOINT")
+    parser.add_argument(
+        "--evaluate", type=Path, metavar="CHECKPOINT", help="only measure held-out tracking of CHECKPOINT"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.evaluate:

@@ -53,7 +53,9 @@ def checkpoint_path(variant: Variant) -> Path:
     if variant.path:
         return Path(variant.path)
     if variant.hf_repo:
-        return _hf_cached(variant) or _hf_cache_dir() / f"models--{variant.hf_repo.replace('/', '--')}" / variant.filename
+        return (
+            _hf_cached(variant) or _hf_cache_dir() / f"models--{variant.hf_repo.replace('/', '--')}" / variant.filename
+        )
     return checkpoint_dir() / variant.filename
 
 
@@ -138,9 +140,7 @@ def resolve_checkpoint(variant: Variant, progress: Optional[bool] = True) -> Pat
         raise CheckpointMissingError(_missing_message(variant, path, "the file does not exist"))
     if is_offline():
         raise CheckpointMissingError(
-            _missing_message(
-                variant, path, f"the file does not exist and {OFFLINE_ENV}=1 forbids downloading"
-            )
+            _missing_message(variant, path, f"the file does not exist and {OFFLINE_ENV}=1 forbids downloading")
         )
     try:
         download(url, path, progress=progress, verify=lambda candidate: verify_checkpoint(candidate, variant))
@@ -151,7 +151,9 @@ def resolve_checkpoint(variant: Variant, progress: Optional[bool] = True) -> Pat
         ) from error
     except Exception as error:  # network, disk, HTTP status: all mean "not available"
         raise CheckpointMissingError(
-            _missing_message(variant, path, f"the file does not exist and downloading failed: {download_failure(error, url)}")
+            _missing_message(
+                variant, path, f"the file does not exist and downloading failed: {download_failure(error, url)}"
+            )
         ) from error
     return path
 
@@ -177,20 +179,33 @@ def _resolve_from_hub(variant: Variant, progress: Optional[bool]) -> Path:
     if cached is not None:
         _check_registered_digest(cached, variant)
         return cached
-    hf_offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    hf_offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {
+        "1",
+        "true",
+        "yes",
+        "on",
+    }
     if is_offline() or hf_offline:
         flag = f"{OFFLINE_ENV}=1" if is_offline() else "HF_HUB_OFFLINE=1"
         raise CheckpointMissingError(
-            _missing_message(variant, checkpoint_path(variant), f"it is not in the Hugging Face cache and {flag} forbids downloading")
+            _missing_message(
+                variant, checkpoint_path(variant), f"it is not in the Hugging Face cache and {flag} forbids downloading"
+            )
         )
     try:
         found = Path(
-            hf_hub_download(variant.hf_repo, variant.filename, tqdm_class=None if progress is not False else _silent_bar_class())
+            hf_hub_download(
+                variant.hf_repo, variant.filename, tqdm_class=None if progress is not False else _silent_bar_class()
+            )
         )
     except Exception as error:  # offline, unreachable, no such repo or file, gated: all mean "not available"
         detail = " ".join(str(error).split()) or type(error).__name__
         raise CheckpointMissingError(
-            _missing_message(variant, checkpoint_path(variant), f"huggingface_hub could not fetch it ({type(error).__name__}: {detail[:300]})")
+            _missing_message(
+                variant,
+                checkpoint_path(variant),
+                f"huggingface_hub could not fetch it ({type(error).__name__}: {detail[:300]})",
+            )
         ) from error
     try:
         verify_checkpoint(found, variant)
@@ -305,7 +320,8 @@ def verify_checkpoint(path: Path, variant: Variant) -> None:
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     wrong = sorted(
-        k for k in set(expected) & set(state_dict)
+        k
+        for k in set(expected) & set(state_dict)
         if not isinstance(state_dict[k], torch.Tensor) or tuple(state_dict[k].shape) != expected[k]
     )
     if missing or unexpected or wrong:

@@ -43,7 +43,9 @@ class EverythingResult:
 
 
 @torch.inference_mode()
-def segment_everything(predictor: Sam2Predictor, embedding: ImageEmbedding, params: EverythingParams = EverythingParams()) -> EverythingResult:
+def segment_everything(
+    predictor: Sam2Predictor, embedding: ImageEmbedding, params: EverythingParams = EverythingParams()
+) -> EverythingResult:
     """All distinct objects SAM 2 finds from a point grid over the image."""
     height, width = embedding.original_size
     # Meta's grid (checked bit-identical to our former point_grid for 1…128 points per side)
@@ -53,11 +55,15 @@ def segment_everything(predictor: Sam2Predictor, embedding: ImageEmbedding, para
     stabilities: List[np.ndarray] = []
     for start in range(0, len(points), params.points_per_batch):
         batch = points[start : start + params.points_per_batch]
-        prompts = PromptBatch(point_coords=batch[:, None, :].astype(np.float32), point_labels=np.ones((len(batch), 1), dtype=np.int32))
+        prompts = PromptBatch(
+            point_coords=batch[:, None, :].astype(np.float32), point_labels=np.ones((len(batch), 1), dtype=np.int32)
+        )
         low_res, iou = predictor.decode(embedding, prompts, multimask_output=True)
         low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
         confident = iou > params.pred_iou_thresh
-        masks, stability = upsample_to_crops(low_res[confident], (height, width), predictor.mask_threshold, STABILITY_OFFSET)
+        masks, stability = upsample_to_crops(
+            low_res[confident], (height, width), predictor.mask_threshold, STABILITY_OFFSET
+        )
         stable = stability >= params.stability_score_thresh
         found.append(masks.select(stable))
         scores.append(iou[confident].cpu().numpy()[stable])

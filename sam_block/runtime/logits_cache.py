@@ -129,8 +129,8 @@ class LogitsCache:
         prompts = tuple(prompts)
         best: Optional[Tuple[_Entry, List[int]]] = None
         with self._lock:
-            candidates = [(key, entry) for key, entry in reversed(self._entries.items()) if key[0] == image_key]
-            for key, entry in candidates:  # most recent first
+            candidates = [entry for key, entry in reversed(self._entries.items()) if key[0] == image_key]
+            for entry in candidates:  # most recent first
                 matched = match_prior(entry.prompts, prompts)
                 if matched is not None and (best is None or entry.points > best[0].points):
                     best = (entry, matched)

@@ -32,7 +32,9 @@ class CroppedMasks:
     hold 300 MB instead of 2.5 GB. ``crop(i)`` unpacks one.
     """
 
-    def __init__(self, image_size: Tuple[int, int], boxes: np.ndarray, crops: Sequence[np.ndarray] = (), packed=None, areas=None):
+    def __init__(
+        self, image_size: Tuple[int, int], boxes: np.ndarray, crops: Sequence[np.ndarray] = (), packed=None, areas=None
+    ):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
         if packed is None:
@@ -72,7 +74,9 @@ class CroppedMasks:
 
     def select(self, rows) -> "CroppedMasks":
         rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=int)
-        return CroppedMasks(self.image_size, self.boxes[rows], packed=[self._packed[i] for i in rows], areas=self.areas[rows])
+        return CroppedMasks(
+            self.image_size, self.boxes[rows], packed=[self._packed[i] for i in rows], areas=self.areas[rows]
+        )
 
     def to_dense(self) -> np.ndarray:
         """``(N, H, W)`` bool."""

@@ -9,8 +9,8 @@ from typing import Dict, Tuple
 
 import torch
 
-from sam_block.runtime.architecture import build_model, config_path  # noqa: F401  (also importable from here)
 from sam_block.errors import CheckpointCorruptError
+from sam_block.runtime.architecture import build_model, config_path  # noqa: F401  (also importable from here)
 from sam_block.runtime.checkpoints import load_state_dict, resolve_checkpoint
 from sam_block.runtime.registry import RegistryError
 from sam_block.runtime.variants import Variant, get_variant

@@ -158,7 +158,9 @@ def _log_once(precision: Precision) -> None:
             return
         _logged.add(key)
     emulated = precision.is_bf16 and precision.device_type == "cpu" and not cpu_bf16_support()
-    (logger.warning if emulated else logger.info)("SAM 2 runs in %s on %s: %s", precision.name, precision.device_type, precision.reason)
+    (logger.warning if emulated else logger.info)(
+        "SAM 2 runs in %s on %s: %s", precision.name, precision.device_type, precision.reason
+    )
 
 
 def autocast(precision: Precision):

@@ -138,7 +138,9 @@ class Sam2Predictor:
             if self.model.directly_add_no_mem_embed:
                 vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
         # (h*w, B, C) → (B, C, h, w), finest level first
-        feats = [feat.permute(1, 2, 0).reshape(len(images_rgb), -1, h, w) for feat, (h, w) in zip(vision_feats, feat_sizes)]
+        feats = [
+            feat.permute(1, 2, 0).reshape(len(images_rgb), -1, h, w) for feat, (h, w) in zip(vision_feats, feat_sizes)
+        ]
         return [
             ImageEmbedding(
                 image_embed=feats[-1][b : b + 1].clone(),
@@ -169,7 +171,9 @@ class Sam2Predictor:
         )
 
     @torch.inference_mode()
-    def decode(self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool = True
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Every proposal of every prompt: low-res logits ``(N, K, h, w)`` and predicted IoUs ``(N, K)``.
 
         ``K`` is 3 with `multimask_output`, else 1. Prompts are decoded ``decoder_batch`` at a time.
@@ -180,12 +184,16 @@ class Sam2Predictor:
             return torch.zeros((0, k, side, side), device=self.device), torch.zeros((0, k), device=self.device)
         logits, scores = [], []
         for start in range(0, len(prompts), self.decoder_batch):
-            chunk_logits, chunk_scores = self._decode(embedding, prompts.subset(slice(start, start + self.decoder_batch)), multimask_output)
+            chunk_logits, chunk_scores = self._decode(
+                embedding, prompts.subset(slice(start, start + self.decoder_batch)), multimask_output
+            )
             logits.append(chunk_logits)
             scores.append(chunk_scores)
         return torch.cat(logits), torch.cat(scores)
 
-    def _decode(self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _decode(
+        self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         points = self._prompt_points(prompts, embedding.original_size)
         encoder = self.model.sam_prompt_encoder
         with self._autocast():
@@ -193,12 +201,16 @@ class Sam2Predictor:
                 sparse, dense = encoder(points=points, boxes=None, masks=None)
             else:
                 if prompts.mask_logits is not None:
-                    mask_input = torch.as_tensor(np.asarray(prompts.mask_logits, dtype=np.float32)[:, None], device=self.device)
+                    mask_input = torch.as_tensor(
+                        np.asarray(prompts.mask_logits, dtype=np.float32)[:, None], device=self.device
+                    )
                 else:
                     mask_input = mask_prompt_logits(prompts.mask_inputs, encoder.mask_input_size).to(self.device)
                 sparse, dense = encoder(points=points, boxes=None, masks=mask_input)
                 _, no_mask_dense = encoder(points=(points[0][:1], points[1][:1]), boxes=None, masks=None)
-                valid = np.ones(len(prompts), bool) if prompts.mask_valid is None else np.asarray(prompts.mask_valid, bool)
+                valid = (
+                    np.ones(len(prompts), bool) if prompts.mask_valid is None else np.asarray(prompts.mask_valid, bool)
+                )
                 valid = torch.as_tensor(valid, device=self.device)
                 dense = torch.where(valid.view(-1, 1, 1, 1), dense, no_mask_dense)
             low_res, iou, _, _ = self.model.sam_mask_decoder(

@@ -49,6 +49,10 @@ class PromptBatch:
     def subset(self, rows: slice) -> "PromptBatch":
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
         return PromptBatch(
-            pick(self.boxes), pick(self.point_coords), pick(self.point_labels), pick(self.mask_inputs), pick(self.mask_valid),
+            pick(self.boxes),
+            pick(self.point_coords),
+            pick(self.point_labels),
+            pick(self.mask_inputs),
+            pick(self.mask_valid),
             pick(self.mask_logits),
         )

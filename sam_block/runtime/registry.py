@@ -106,7 +106,9 @@ def parse_registry(path: Path) -> List[RegisteredModel]:
             data = yaml.safe_load(text)  # safe: plain data only, no Python objects
     except Exception as error:  # yaml.YAMLError / json.JSONDecodeError: both say where
         detail = " ".join(str(error).split())
-        raise RegistryError(f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {detail}") from None
+        raise RegistryError(
+            f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {detail}"
+        ) from None
     if data is None:
         return []
     if not isinstance(data, dict):
@@ -130,8 +132,7 @@ def _entry(path: Path, name, fields) -> RegisteredModel:
 
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise fail(
-            "a model name is letters, digits, '.', '_' and '-' (optionally OWNER/NAME), "
-            "starting with a letter or digit"
+            "a model name is letters, digits, '.', '_' and '-' (optionally OWNER/NAME), starting with a letter or digit"
         )
     if not isinstance(fields, dict):
         raise fail(f"must be a mapping with keys checkpoint and config (sha256 optional), not {fields!r}")
@@ -150,7 +151,7 @@ def _entry(path: Path, name, fields) -> RegisteredModel:
     checkpoint = fields["checkpoint"].strip()
     common = dict(name=name, config=config, registry=str(path), sha256=sha256)
     if checkpoint.startswith(HF_SCHEME):
-        parts = checkpoint[len(HF_SCHEME):].split("/")
+        parts = checkpoint[len(HF_SCHEME) :].split("/")
         if len(parts) < 3 or not all(parts):
             raise fail(f"checkpoint {checkpoint!r}: write hf://OWNER/REPO/FILE")
         return RegisteredModel(**common, hf_repo="/".join(parts[:2]), filename="/".join(parts[2:]))

@@ -59,10 +59,12 @@ def _sam2_version() -> str:
 def _check_keywords(cls: type, name: str, keywords: FrozenSet[str]) -> None:
     method = getattr(cls, name, None)
     if method is None:
-        raise Sam2InterfaceError(f"{cls.__name__}.{name} does not exist in the installed {_sam2_version()}; sam_block needs it.")
+        raise Sam2InterfaceError(
+            f"{cls.__name__}.{name} does not exist in the installed {_sam2_version()}; sam_block needs it."
+        )
     signature = inspect.signature(method)
     try:
-        signature.bind(None, **{key: None for key in keywords})
+        signature.bind(None, **dict.fromkeys(keywords))
     except TypeError as error:
         raise Sam2InterfaceError(
             f"{cls.__name__}.{name}{signature} of the installed {_sam2_version()} does not take the arguments "
@@ -79,13 +81,17 @@ def _call(model: torch.nn.Module, name: str, **kwargs: Any) -> Any:
 def _expect(name: str, value: Any, length: int) -> Any:
     if not isinstance(value, (tuple, list)) or len(value) != length:
         got = f"{type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list)) else type(value).__name__
-        raise Sam2InterfaceError(f"SAM2Base.{name} of the installed {_sam2_version()} returned {got}, sam_block expects {length} values.")
+        raise Sam2InterfaceError(
+            f"SAM2Base.{name} of the installed {_sam2_version()} returned {got}, sam_block expects {length} values."
+        )
     return value
 
 
 def prepare_backbone_features(model: torch.nn.Module, backbone_out: Dict[str, Any]) -> BackboneFeatures:
     """``SAM2Base._prepare_backbone_features``: the levels the heads read, flattened."""
-    result = _expect("_prepare_backbone_features", _call(model, "_prepare_backbone_features", backbone_out=backbone_out), 4)
+    result = _expect(
+        "_prepare_backbone_features", _call(model, "_prepare_backbone_features", backbone_out=backbone_out), 4
+    )
     _, vision_feats, vision_pos, feat_sizes = result
     return BackboneFeatures(vision_feats, vision_pos, feat_sizes)
 

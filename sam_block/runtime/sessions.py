@@ -190,7 +190,11 @@ class VideoSession:
                 )
                 continue
             track = Track(
-                self.next_id, TrackMemory(), dict(prompts[det].info), last_box=det_boxes[det], detected_box=det_boxes[det]
+                self.next_id,
+                TrackMemory(),
+                dict(prompts[det].info),
+                last_box=det_boxes[det],
+                detected_box=det_boxes[det],
             )
             self.next_id += 1
             outputs[track.track_id] = self.tracker.prompt_box(track.memory, idx, features, det_boxes[det])
@@ -199,7 +203,9 @@ class VideoSession:
         return changed
 
 
-def overlaps(prompts: List[BoxPrompt], tracks: List[Track], masks: CroppedMasks, present) -> Tuple[np.ndarray, np.ndarray]:
+def overlaps(
+    prompts: List[BoxPrompt], tracks: List[Track], masks: CroppedMasks, present
+) -> Tuple[np.ndarray, np.ndarray]:
     """``(similarity, propagated)``, both ``(detections, tracks)``.
 
     `propagated`: overlap of each detection with each track's mask on this frame (mask IoU
@@ -281,7 +287,9 @@ class SessionStore:
         if session is not None and session.frame_size is not None and session.frame_size != tuple(frame_size):
             logger.warning(
                 "Video %r changed frame size from %s to %s: tracking restarts with new ids",
-                key, session.frame_size, tuple(frame_size),
+                key,
+                session.frame_size,
+                tuple(frame_size),
             )
             session = None
         elif (

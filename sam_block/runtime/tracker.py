@@ -114,7 +114,9 @@ class VideoTracker:
         """RGB uint8 ``(H, W, 3)`` → ``(1, 3, S, S)`` float32, exactly as Meta's video loader."""
         from PIL import Image
 
-        resized = np.asarray(Image.fromarray(np.ascontiguousarray(frame_rgb)).resize((self.image_size, self.image_size)))
+        resized = np.asarray(
+            Image.fromarray(np.ascontiguousarray(frame_rgb)).resize((self.image_size, self.image_size))
+        )
         tensor = torch.from_numpy(resized / 255.0).permute(2, 0, 1).float()
         mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
@@ -215,7 +217,10 @@ class VideoTracker:
         the same layout can share one batched step."""
         return (
             tuple(sorted(memory.cond_frame_outputs)),
-            tuple((t, memory.non_cond_frame_outputs[t]["maskmem_features"] is None) for t in sorted(memory.non_cond_frame_outputs)),
+            tuple(
+                (t, memory.non_cond_frame_outputs[t]["maskmem_features"] is None)
+                for t in sorted(memory.non_cond_frame_outputs)
+            ),
         )
 
     def _stacked(self, memories: List[TrackMemory]) -> TrackMemory:
@@ -233,8 +238,12 @@ class VideoTracker:
 
         first = memories[0]
         return TrackMemory(
-            cond_frame_outputs={t: stack([m.cond_frame_outputs[t] for m in memories]) for t in first.cond_frame_outputs},
-            non_cond_frame_outputs={t: stack([m.non_cond_frame_outputs[t] for m in memories]) for t in first.non_cond_frame_outputs},
+            cond_frame_outputs={
+                t: stack([m.cond_frame_outputs[t] for m in memories]) for t in first.cond_frame_outputs
+            },
+            non_cond_frame_outputs={
+                t: stack([m.non_cond_frame_outputs[t] for m in memories]) for t in first.non_cond_frame_outputs
+            },
         )
 
     def _step(self, memory: TrackMemory, frame_idx: int, features: FrameFeatures, point_inputs, init_cond: bool):

@@ -161,7 +161,11 @@ def resolve_security(
     else:
         allowed = [*own, *origins]
         environment[ORIGINS_VARIABLE] = ",".join(dict.fromkeys(allowed))
-        hint = f" and --allow-origin {', '.join(origins)}" if origins else " (allow a site's page with --allow-origin ORIGIN)"
+        hint = (
+            f" and --allow-origin {', '.join(origins)}"
+            if origins
+            else " (allow a site's page with --allow-origin ORIGIN)"
+        )
         lines.append("CORS: only this server's own origin" + hint)
     if ANY in allowed:
         lines.append("CORS: any origin is allowed: every web page you visit can call this server")
@@ -179,7 +183,8 @@ def resolve_security(
     if no_token:
         value = None
         lines.append(
-            "token: none (--no-token)" + (f"; {TOKEN_VARIABLE} ignored" if given else "")
+            "token: none (--no-token)"
+            + (f"; {TOKEN_VARIABLE} ignored" if given else "")
             + ("" if is_loopback(host) else f": anyone who can reach {host}:{port} can use this server")
         )
     elif token is _GENERATE:
@@ -289,21 +294,44 @@ def _has_route(app, path: str) -> bool:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)"
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
-    parser.add_argument("--working-dir", type=Path, default=None, help="directory to run in (default: a new temporary one)")
+    parser.add_argument(
+        "--working-dir", type=Path, default=None, help="directory to run in (default: a new temporary one)"
+    )
     security = parser.add_argument_group("security (see the README's Security section)")
-    security.add_argument("--allow-custom-python", action="store_true",
-                          help="run workflows' custom Python blocks (dynamic_blocks_definitions) on this machine")
-    security.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                          help="let web pages from ORIGIN (scheme://host[:port]) call the server; repeatable")
-    security.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                          help="also answer requests whose Host is NAME (e.g. the machine's LAN name); repeatable")
+    security.add_argument(
+        "--allow-custom-python",
+        action="store_true",
+        help="run workflows' custom Python blocks (dynamic_blocks_definitions) on this machine",
+    )
+    security.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (scheme://host[:port]) call the server; repeatable",
+    )
+    security.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host is NAME (e.g. the machine's LAN name); repeatable",
+    )
     tokens = security.add_mutually_exclusive_group()
-    tokens.add_argument("--token", nargs="?", const=_GENERATE, default=None, metavar="VALUE",
-                        help=f"require 'Authorization: Bearer VALUE' (alone: generate one and print it; "
-                             f"or set {TOKEN_VARIABLE}); needed for a non-loopback --host")
+    tokens.add_argument(
+        "--token",
+        nargs="?",
+        const=_GENERATE,
+        default=None,
+        metavar="VALUE",
+        help=f"require 'Authorization: Bearer VALUE' (alone: generate one and print it; "
+        f"or set {TOKEN_VARIABLE}); needed for a non-loopback --host",
+    )
     tokens.add_argument("--no-token", action="store_true", help="serve a non-loopback --host without a token")
     return parser  # fmt: skip
 

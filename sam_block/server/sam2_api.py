@@ -27,9 +27,9 @@ from typing import Iterator, Tuple
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, HTTPException, Response
+
 from inference.core.entities.requests.sam2 import Sam2EmbeddingRequest, Sam2SegmentationRequest
 from inference.core.entities.responses.sam2 import Sam2EmbeddingResponse, Sam2SegmentationResponse
-
 from sam_block.errors import ClientInputError, InvalidParameterError, SamBlockError
 from sam_block.runtime.device import resolve_device
 from sam_block.runtime.everything import EverythingParams, segment_everything
@@ -82,7 +82,11 @@ def decode_prompts(
     """One mask, score and low-resolution logits per prompt, in the request's order."""
     size = embedding.original_size
     side = predictor.model.sam_prompt_encoder.mask_input_size
-    masks, scores, logits = [None] * parsed.count, np.zeros(parsed.count, np.float32), np.full((parsed.count, *side), EMPTY_LOGIT, np.float32)
+    masks, scores, logits = (
+        [None] * parsed.count,
+        np.zeros(parsed.count, np.float32),
+        np.full((parsed.count, *side), EMPTY_LOGIT, np.float32),
+    )
     for group in parsed.groups:
         result = predictor.predict(embedding, group.batch, multimask_output)
         for row, index in enumerate(group.indices):
@@ -134,7 +138,9 @@ def sam2_segment_image(inference_request: Sam2SegmentationRequest):
             image_key = (predictor.model_key, resolved.digest)
             if use_cache and inference_request.load_logits_from_cache:
                 attach_mask_logits(parsed, LOGITS.load(image_key, parsed.keys))
-            masks, scores, logits = decode_prompts(predictor, resolved.embedding, parsed, inference_request.multimask_output)
+            masks, scores, logits = decode_prompts(
+                predictor, resolved.embedding, parsed, inference_request.multimask_output
+            )
             if use_cache and inference_request.save_logits_to_cache and parsed.usable:
                 usable = parsed.usable
                 LOGITS.save(image_key, [parsed.keys[i] for i in usable], logits[usable])

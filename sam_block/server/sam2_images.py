@@ -54,7 +54,9 @@ def decode_image(image) -> np.ndarray:
     try:
         bgr = load_image_base64(value)
     except InputImageLoadError as error:
-        raise InvalidImageError(f"image: {error.get_public_error_details()} Send a base64-encoded PNG or JPEG file.") from None
+        raise InvalidImageError(
+            f"image: {error.get_public_error_details()} Send a base64-encoded PNG or JPEG file."
+        ) from None
     return to_rgb_uint8(bgr, channel_order="bgr")
 
 

@@ -90,10 +90,14 @@ def parse_prompts(prompts: Optional[Sequence], image_size: Tuple[int, int]) -> P
         )
         xyxy = None
         if box is not None:
-            corners = np.array([[box.x - box.width / 2, box.y - box.height / 2, box.x + box.width / 2, box.y + box.height / 2]])
+            corners = np.array(
+                [[box.x - box.width / 2, box.y - box.height / 2, box.x + box.width / 2, box.y + box.height / 2]]
+            )
             clipped, keep = sanitize_boxes(corners, image_size)
             if not keep[0]:
-                skipped[index] = f"{where}.box {corners[0].tolist()} has zero area or lies outside the {width}x{height} image"
+                skipped[index] = (
+                    f"{where}.box {corners[0].tolist()} has zero area or lies outside the {width}x{height} image"
+                )
                 continue
             xyxy = clipped[0]
         inside = []
@@ -101,7 +105,15 @@ def parse_prompts(prompts: Optional[Sequence], image_size: Tuple[int, int]) -> P
             if 0 <= point.x <= width and 0 <= point.y <= height:
                 inside.append((float(point.x), float(point.y), int(bool(point.positive))))
             else:
-                logger.warning("Dropping %s.points[%d] (%g, %g): outside the %dx%d image.", where, p, point.x, point.y, width, height)
+                logger.warning(
+                    "Dropping %s.points[%d] (%g, %g): outside the %dx%d image.",
+                    where,
+                    p,
+                    point.x,
+                    point.y,
+                    width,
+                    height,
+                )
         if xyxy is None and not inside:
             skipped[index] = f"{where} has no point inside the {width}x{height} image"
             continue

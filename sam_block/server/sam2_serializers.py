@@ -62,7 +62,9 @@ def predictions(masks: CroppedMasks, scores: np.ndarray, fmt: str) -> list:
             rle = crop_to_rle(masks.crop(i), int(box[0]), int(box[1]), masks.image_size)
             out.append(Sam2SegmentationPrediction(masks=rle, confidence=float(scores[i]), format="rle"))
         else:
-            out.append(Sam2SegmentationPrediction(masks=mask_polygons(masks, i), confidence=float(scores[i]), format="polygon"))
+            out.append(
+                Sam2SegmentationPrediction(masks=mask_polygons(masks, i), confidence=float(scores[i]), format="polygon")
+            )
     return out
 
 
@@ -70,7 +72,9 @@ def binary_npz(low_res_logits: np.ndarray, image_size: Tuple[int, int]) -> bytes
     """inference's ``binary`` payload: ``np.savez_compressed(masks=..., low_res_masks=...)``."""
     low_res = torch.as_tensor(np.asarray(low_res_logits, dtype=np.float32))
     if len(low_res):
-        full = F.interpolate(low_res[:, None], size=tuple(image_size), mode="bilinear", align_corners=False)[:, 0].numpy()
+        full = F.interpolate(low_res[:, None], size=tuple(image_size), mode="bilinear", align_corners=False)[
+            :, 0
+        ].numpy()
     else:
         full = np.zeros((0, *image_size), np.float32)
     buffer = io.BytesIO()

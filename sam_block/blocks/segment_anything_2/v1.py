@@ -147,12 +147,14 @@ class BlockManifest(SamStepManifest):
         examples=[32, "$inputs.points_per_side"],
         json_schema_extra=ADVANCED,
     )
-    points_per_batch: Union[Annotated[int, Field(ge=1, le=MAX_POINTS_PER_BATCH)], Selector(kind=[INTEGER_KIND])] = Field(
-        default=64,
-        description="Segment everything: how many grid points are decoded together. Higher is "
-        "faster on a GPU but needs more memory.",
-        examples=[64],
-        json_schema_extra=ADVANCED,
+    points_per_batch: Union[Annotated[int, Field(ge=1, le=MAX_POINTS_PER_BATCH)], Selector(kind=[INTEGER_KIND])] = (
+        Field(
+            default=64,
+            description="Segment everything: how many grid points are decoded together. Higher is "
+            "faster on a GPU but needs more memory.",
+            examples=[64],
+            json_schema_extra=ADVANCED,
+        )
     )
     pred_iou_thresh: Union[FloatZeroToOne, Selector(kind=[FLOAT_ZERO_TO_ONE_KIND])] = Field(
         default=0.8,

@@ -88,7 +88,13 @@ class BlockManifest(SamStepManifest):
     type: Literal["sam_block/segment_anything_2_video@v1"]
     images: Selector(kind=[IMAGE_KIND]) = ImageInputField
     boxes: Optional[
-        Selector(kind=[OBJECT_DETECTION_PREDICTION_KIND, INSTANCE_SEGMENTATION_PREDICTION_KIND, KEYPOINT_DETECTION_PREDICTION_KIND])
+        Selector(
+            kind=[
+                OBJECT_DETECTION_PREDICTION_KIND,
+                INSTANCE_SEGMENTATION_PREDICTION_KIND,
+                KEYPOINT_DETECTION_PREDICTION_KIND,
+            ]
+        )
     ] = Field(
         default=None,
         description="Predictions of a detector step. On prompt frames each box starts a new track or "
@@ -150,10 +156,14 @@ class BlockManifest(SamStepManifest):
         """Model inference and tracking: the step carries identities from frame to frame."""
         return [*model_work_operations(), WorkOperation.TRACKING]
 
-    def get_actual_restrictions(self, *, ignore_environment_restrictions: bool = False) -> Discovery[RuntimeRestriction]:
+    def get_actual_restrictions(
+        self, *, ignore_environment_restrictions: bool = False
+    ) -> Discovery[RuntimeRestriction]:
         """Not on hosted serverless (no plugins there); its tracks live in this process, so they
         reset where a video's frames do not all reach it; a still image has no history to track."""
-        return local_model_restrictions(getattr(self, "name", None), ignore_environment_restrictions, STATEFUL_VIDEO_RESTRICTIONS)
+        return local_model_restrictions(
+            getattr(self, "name", None), ignore_environment_restrictions, STATEFUL_VIDEO_RESTRICTIONS
+        )
 
 
 class SegmentAnything2VideoBlockV1(WorkflowBlock):
@@ -255,10 +265,14 @@ def _box_prompts(upstream: Optional[sv.Detections], size, image: WorkflowImageDa
             info={
                 "class_id": int(provenance.class_id[row]),
                 "class_name": str(provenance.class_name[row]),
-                "parent_id": image.parent_metadata.parent_id if provenance.parent_id[row] is None else str(provenance.parent_id[row]),
+                "parent_id": image.parent_metadata.parent_id
+                if provenance.parent_id[row] is None
+                else str(provenance.parent_id[row]),
                 "detection_confidence": float(confidence[provenance.source_index[row]]),
             },
-            mask=None if upstream.mask is None else np.asarray(upstream.mask[int(provenance.source_index[row])], dtype=bool),
+            mask=None
+            if upstream.mask is None
+            else np.asarray(upstream.mask[int(provenance.source_index[row])], dtype=bool),
         )
         for row in range(len(provenance))
     ]
