@@ -133,6 +133,7 @@ def test_download_lists_only_downloadable_names(capsys):
     err = capsys.readouterr().err
     assert (
         err
-        == "sam-block: error: Unknown SAM 2 version 'hiera_huge' to download. Use one of: hiera_tiny, hiera_small, hiera_b_plus, hiera_large\n"
+        == "sam-block: error: Unknown SAM 2 version 'hiera_huge' to download. Use one of: hiera_tiny, hiera_small, hiera_b_plus, hiera_large, "
+        "sam2_hiera_tiny, sam2_hiera_small, sam2_hiera_b_plus, sam2_hiera_large\n"
     )
     assert "demo" not in err
