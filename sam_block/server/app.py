@@ -254,12 +254,17 @@ def include_routers(app, modules: Iterable[str]) -> None:
         app.router.routes[0:0] = list(importlib.import_module(name).router.routes)
 
 
-def build_app(working_dir: Optional[Path] = None, security: Optional[ServerSecurity] = None, routers=None):
+def build_app(
+    working_dir: Optional[Path] = None, security: Optional[ServerSecurity] = None, routers=None,
+    save_dir: Optional[Path] = None,
+):  # fmt: skip
     """inference's HTTP app (as in its Docker images) with the plugin, our routes and the security layer.
 
     ``security`` defaults to :func:`resolve_security` for loopback on the default port;
-    ``routers`` to :data:`ROUTER_MODULES`.
+    ``routers`` to :data:`ROUTER_MODULES`; ``save_dir``: where the click-to-segment page's "Save"
+    writes (None: it is off and the server writes nothing).
     """
+    save_dir = Path(save_dir).expanduser().resolve() if save_dir is not None else None  # before the chdir
     security = security or resolve_security()
     enable_plugin()
     os.environ.update(security.environment)
@@ -282,6 +287,9 @@ def build_app(working_dir: Optional[Path] = None, security: Optional[ServerSecur
     from sam_block.server import sam2_api  # /sam2/embed_image, /sam2/segment_image: replace inference's
 
     sam2_api.install(app)
+    from sam_block.server import annotate  # GET /sam_block/annotate, its config and --save-dir's "Save"
+
+    annotate.include_annotate(app, save_dir=save_dir)
     policy = replace(security.policy, allow_custom_python=allow_custom_python)
     app.add_middleware(SecurityMiddleware, policy=policy)  # added last: the outermost layer, around every route
     app.state.sam_block_policy = policy
@@ -332,6 +340,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"require 'Authorization: Bearer VALUE' (alone: generate one and print it; "
         f"or set {TOKEN_VARIABLE}); needed for a non-loopback --host",
     )
+    parser.add_argument(
+        "--save-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="let the click-to-segment page's Save button write COCO files into DIR (default: the server writes nothing)",
+    )
     tokens.add_argument("--no-token", action="store_true", help="serve a non-loopback --host without a token")
     return parser  # fmt: skip
 
@@ -348,7 +363,7 @@ def main(argv=None) -> int:
             args.host, args.port, args.allow_custom_python, args.allow_origin, args.allow_host, args.token,
             args.no_token, operator_variables(args.working_dir),
         )  # fmt: skip
-        app = build_app(args.working_dir, security)
+        app = build_app(args.working_dir, security, save_dir=args.save_dir)
     except StartRefused as refused:
         print(f"sam_block.serve: {refused}", file=sys.stderr)
         return 2
