@@ -34,6 +34,24 @@ def find_images(value: Any, prefix: str) -> Iterator[Tuple[str, np.ndarray]]:
             yield from find_images(inner, f"{prefix}[{index}]")
 
 
+def draw_masks(scene: np.ndarray, detections, color_lookup, opacity: float = 0.5) -> np.ndarray:
+    """Each mask filled in its palette colour, then outlined white on black: the outline reads on
+    any background, also where the fill has the colour of the object it covers."""
+    import supervision as sv
+
+    scene = sv.MaskAnnotator(opacity=opacity, color_lookup=color_lookup).annotate(scene, detections)
+    scene = sv.PolygonAnnotator(color=sv.Color.BLACK, thickness=4, color_lookup=color_lookup).annotate(scene, detections)
+    return sv.PolygonAnnotator(color=sv.Color.WHITE, thickness=2, color_lookup=color_lookup).annotate(scene, detections)
+
+
+def label_annotator(color_lookup):
+    """supervision's label annotator with ``smart_position``: labels stay inside the image and
+    off each other (a label of a box at the right edge is not cut off)."""
+    import supervision as sv
+
+    return sv.LabelAnnotator(text_scale=0.5, color_lookup=color_lookup, smart_position=True)
+
+
 def annotate(image: np.ndarray, detections) -> np.ndarray:
     """Masks, boxes and labels drawn with supervision's annotators (BGR in, BGR out)."""
     import supervision as sv
@@ -51,6 +69,6 @@ def annotate(image: np.ndarray, detections) -> np.ndarray:
     color_lookup = sv.ColorLookup.CLASS if detections.class_id is not None else sv.ColorLookup.INDEX
     scene = image.copy()
     if detections.mask is not None:
-        scene = sv.MaskAnnotator(opacity=0.45, color_lookup=color_lookup).annotate(scene, detections)
+        scene = draw_masks(scene, detections, color_lookup)
     scene = sv.BoxAnnotator(thickness=2, color_lookup=color_lookup).annotate(scene, detections)
-    return sv.LabelAnnotator(text_scale=0.5, color_lookup=color_lookup).annotate(scene, detections, labels=labels)
+    return label_annotator(color_lookup).annotate(scene, detections, labels=labels)

@@ -121,21 +121,27 @@ def mot_rows(frame_index: int, detections) -> List[str]:
 
 
 class TrackDrawer:
-    """Masks, `#id class` labels and traces, coloured by track."""
+    """Masks (filled at 0.6 opacity, outlined white on black), `#id class` labels kept inside the
+    frame, and traces, coloured by track: readable at a glance in a playing video."""
 
     def __init__(self) -> None:
         import supervision as sv
 
-        self.masks = sv.MaskAnnotator(opacity=0.45, color_lookup=sv.ColorLookup.TRACK)
-        self.labels = sv.LabelAnnotator(text_scale=0.5, color_lookup=sv.ColorLookup.TRACK)
-        self.traces = sv.TraceAnnotator(color_lookup=sv.ColorLookup.TRACK, trace_length=60)
+        from sam_block.cli.drawing import label_annotator
+
+        self.labels = label_annotator(sv.ColorLookup.TRACK)
+        self.traces = sv.TraceAnnotator(color_lookup=sv.ColorLookup.TRACK, trace_length=60, thickness=3)
 
     def draw(self, image: np.ndarray, detections) -> np.ndarray:
         if detections is None or len(detections) == 0:
             return image.copy()
         names = detections.data.get("class_name", [""] * len(detections))
         labels = [f"#{int(t)} {name}".strip() for t, name in zip(detections.tracker_id, names)]
-        scene = self.masks.annotate(image.copy(), detections) if detections.mask is not None else image.copy()
+        import supervision as sv
+
+        from sam_block.cli.drawing import draw_masks
+
+        scene = draw_masks(image.copy(), detections, sv.ColorLookup.TRACK, opacity=0.6) if detections.mask is not None else image.copy()
         scene = self.traces.annotate(scene, detections)
         return self.labels.annotate(scene, detections, labels=labels)
 
