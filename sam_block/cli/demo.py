@@ -145,7 +145,9 @@ def cmd_demo_video(args) -> int:
     print(f"strip:     {strip}")
     print(f"json:      {args.out / 'demo_clip.jsonl'}")
     print(f"mot:       {args.out / 'demo_clip.mot.txt'}")
-    print(f"boxes:     {boxes_file} (the first frame's boxes; try: sam-block track {source} --boxes {boxes_file} --model demo --out track-out/)")
+    print(
+        f"boxes:     {boxes_file} (the first frame's boxes; try: sam-block track {source} --boxes {boxes_file} --model demo --out track-out/)"
+    )
     return 0
 
 

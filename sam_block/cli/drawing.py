@@ -40,7 +40,9 @@ def draw_masks(scene: np.ndarray, detections, color_lookup, opacity: float = 0.5
     import supervision as sv
 
     scene = sv.MaskAnnotator(opacity=opacity, color_lookup=color_lookup).annotate(scene, detections)
-    scene = sv.PolygonAnnotator(color=sv.Color.BLACK, thickness=4, color_lookup=color_lookup).annotate(scene, detections)
+    scene = sv.PolygonAnnotator(color=sv.Color.BLACK, thickness=4, color_lookup=color_lookup).annotate(
+        scene, detections
+    )
     return sv.PolygonAnnotator(color=sv.Color.WHITE, thickness=2, color_lookup=color_lookup).annotate(scene, detections)
 
 

@@ -141,7 +141,11 @@ class TrackDrawer:
 
         from sam_block.cli.drawing import draw_masks
 
-        scene = draw_masks(image.copy(), detections, sv.ColorLookup.TRACK, opacity=0.6) if detections.mask is not None else image.copy()
+        scene = (
+            draw_masks(image.copy(), detections, sv.ColorLookup.TRACK, opacity=0.6)
+            if detections.mask is not None
+            else image.copy()
+        )
         scene = self.traces.annotate(scene, detections)
         return self.labels.annotate(scene, detections, labels=labels)
 
