@@ -68,7 +68,9 @@ def interior_point(mask: np.ndarray) -> Tuple[int, int]:
 
 
 def canvas_size(page) -> Tuple[int, int]:
-    width, height = page.evaluate("() => [document.getElementById('canvas').width, document.getElementById('canvas').height]")
+    width, height = page.evaluate(
+        "() => [document.getElementById('canvas').width, document.getElementById('canvas').height]"
+    )
     return int(width), int(height)
 
 

@@ -86,7 +86,11 @@ class Watched:
         return [r for r in self.requests if r.method == "POST" and urlsplit(r.url).path == path]
 
     def foreign_requests(self) -> list:
-        return [r.url for r in self.requests if not r.url.startswith(("blob:", "data:")) and not r.url.startswith(self.origin + "/")]
+        return [
+            r.url
+            for r in self.requests
+            if not r.url.startswith(("blob:", "data:")) and not r.url.startswith(self.origin + "/")
+        ]
 
     def assert_clean(self) -> None:
         assert self.console_errors == [] and self.page_errors == [] and self.dialogs == []
@@ -167,7 +171,10 @@ def test_page_is_served_offline_with_no_console_errors(server, watched):
     assert "checkpoint missing" in page.locator("#version option[value='hiera_tiny']").inner_text()
     assert page.locator("#save").is_visible()  # the server was started with --save-dir
     assert {urlsplit(r.url).path for r in watched.requests} == {
-        PAGE, "/sam_block/static/annotate.js", "/sam_block/static/annotate.css", "/sam_block/annotate/config",
+        PAGE,
+        "/sam_block/static/annotate.js",
+        "/sam_block/static/annotate.css",
+        "/sam_block/annotate/config",
     }
     watched.assert_clean()
 
@@ -189,9 +196,11 @@ def test_click_and_shift_click_segment_one_object_and_export_the_api_mask(server
     wait_for_masks(page, 1)
     sent = first.value.request.post_data_json
     assert sent["image_id"] == image_id and sent["format"] == "rle"
-    assert sent["prompts"]["prompts"][0]["points"] == [{"x": pytest.approx(x + 0.5, abs=1), "y": pytest.approx(y + 0.5, abs=1), "positive": True}]
+    assert sent["prompts"]["prompts"][0]["points"] == [
+        {"x": pytest.approx(x + 0.5, abs=1), "y": pytest.approx(y + 0.5, abs=1), "positive": True}
+    ]
     first_mask = decode(first.value.json()["predictions"][0]["masks"])
-    changed = (np.abs(canvas_rgb(page).astype(int) - before).max(axis=2) > 0)
+    changed = np.abs(canvas_rgb(page).astype(int) - before).max(axis=2) > 0
     near_click = np.hypot(*np.mgrid[0:SCENE_HEIGHT, 0:SCENE_WIDTH][::-1] - np.array([x, y])[:, None, None]) < 9
     assert first_mask[shape].mean() > 0.9  # the demo model finds the shape...
     assert changed[first_mask].mean() > 0.99  # ...and the page paints it
@@ -232,7 +241,11 @@ def test_click_and_shift_click_segment_one_object_and_export_the_api_mask(server
     # ...and so does Meta's predictor on the same weights (the first mask's logits refine the second)
     meta = meta_demo_predictor()
     meta.set_image(truth.image)
-    masks, scores, logits = meta.predict(point_coords=np.array([[p["x"], p["y"]] for p in sent["prompts"]["prompts"][0]["points"]]), point_labels=np.array([1]), multimask_output=True)
+    masks, scores, logits = meta.predict(
+        point_coords=np.array([[p["x"], p["y"]] for p in sent["prompts"]["prompts"][0]["points"]]),
+        point_labels=np.array([1]),
+        multimask_output=True,
+    )
     best = int(np.argmax(scores))
     points = refined["prompts"]["prompts"][0]["points"]
     masks, scores, _ = meta.predict(
@@ -297,7 +310,9 @@ def test_a_click_while_a_request_is_in_flight_is_sent_next(server, watched, scen
     page = watched.page
     open_scene(watched, path)
     held = []
-    page.route("**/sam2/segment_image", lambda route: held.append(route))  # hold the first request (the server answers it later)
+    page.route(
+        "**/sam2/segment_image", lambda route: held.append(route)
+    )  # hold the first request (the server answers it later)
     x, y = interior_point(truth.masks[0])
     click_image(page, x, y)
     page.wait_for_selector("html[data-requests='busy']", state="attached")
