@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
 # inference's and our security variables: a server started here sees them only when a test passes them
 SECURITY_VARIABLES = ("ALLOW_ORIGINS", "ALLOW_CUSTOM_PYTHON_EXECUTION_IN_WORKFLOWS", "SAM_BLOCK_TOKEN")
+# how a server is started: `python -m sam_block.serve` (the default) or `sam-block serve` (the CLI's spelling)
+SERVE_MODULE = ("-m", "sam_block.serve")
+SERVE_CLI = ("-m", "sam_block.cli", "serve")
 
 
 def free_port() -> int:
@@ -55,12 +58,13 @@ class LocalServer:
     ``args``: more command-line options (``--allow-custom-python``, ``--token``, ...); ``bind``: the
     address to bind (requests always go to 127.0.0.1); ``token``: the token the server requires
     (read from its start-up output when it generates one, i.e. ``args`` has ``--token`` alone).
-    ``server.headers`` carries it as ``Authorization: Bearer``.
+    ``server.headers`` carries it as ``Authorization: Bearer``. ``entry``: :data:`SERVE_MODULE` or
+    :data:`SERVE_CLI`.
     """
 
     def __init__(
         self, checkpoint_dir: Path, startup_timeout_s: float = 180.0, args: Sequence[str] = (), bind: str = LOOPBACK,
-        token: Optional[str] = None, **env: str,
+        token: Optional[str] = None, entry: Sequence[str] = SERVE_MODULE, **env: str,
     ):  # fmt: skip
         self.checkpoint_dir = Path(checkpoint_dir)
         self.startup_timeout_s = startup_timeout_s
@@ -72,6 +76,7 @@ class LocalServer:
             for i, a in enumerate(self.extra_args)
         )
         self.extra_env = env
+        self.entry = tuple(entry)
         self.port: Optional[int] = None
         self.process: Optional[subprocess.Popen] = None
         self._workdir = Path(tempfile.mkdtemp(prefix="sam_block_http_"))
@@ -99,7 +104,7 @@ class LocalServer:
     def start(self) -> "LocalServer":
         self.port = free_port()
         command = [
-            sys.executable, "-m", "sam_block.serve",
+            sys.executable, *self.entry,
             "--host", self.bind, "--port", str(self.port),
             "--working-dir", str(self._workdir / "cwd"), *self.extra_args,
         ]  # fmt: skip

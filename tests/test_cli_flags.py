@@ -3,6 +3,7 @@ the old `COMMAND --version NAME` still works with a deprecation warning; `downlo
 only what it can download."""
 
 import json
+import os
 
 import pytest
 
@@ -137,3 +138,39 @@ def test_download_lists_only_downloadable_names(capsys):
         "sam2_hiera_tiny, sam2_hiera_small, sam2_hiera_b_plus, sam2_hiera_large\n"
     )
     assert "demo" not in err
+
+
+# --- --precision: sets SAM_BLOCK_PRECISION (runtime/precision.py) for the whole run ----------------
+
+
+def segment_scene(tmp_path, name: str, *flags: str) -> list:
+    """`sam-block segment` of the example scene on the demo model; the predictions it wrote."""
+    out = tmp_path / name
+    argv = ["segment", str(DATA / "scene.jpg"), "--boxes", str(DATA / "scene_boxes.json"), "--out", str(out)]
+    assert main([*argv, "--model", "demo", "--no-progress", *flags]) == 0
+    predictions = json.loads((out / "scene.json").read_text())["predictions"]
+    return [{k: v for k, v in p.items() if k != "detection_id"} for p in predictions]  # ids are random
+
+
+def test_precision_flag_runs_bf16_and_overrides_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAM_BLOCK_PRECISION", "fp32")  # restored after the test: --precision sets it in-process
+    fp32 = segment_scene(tmp_path, "fp32")
+    bf16 = segment_scene(tmp_path, "bf16", "--precision", "bf16")
+    assert os.environ["SAM_BLOCK_PRECISION"] == "bf16"
+    # bf16 ran: same objects, scores moved by bf16's rounding (identical scores would mean fp32 ran again)
+    assert [p["class"] for p in bf16] == [p["class"] for p in fp32]
+    moved = [abs(a["confidence"] - b["confidence"]) for a, b in zip(fp32, bf16)]
+    assert max(moved) > 1e-4 and max(moved) < 0.05, moved
+    monkeypatch.setenv("SAM_BLOCK_PRECISION", "bf16")
+    assert segment_scene(tmp_path, "env") == bf16  # without the flag: the variable
+    assert segment_scene(tmp_path, "fp32-over-env", "--precision", "fp32") == fp32  # the flag wins over the variable
+
+
+@pytest.mark.parametrize("command", ["run", "segment", "track", "demo", "serve"])
+def test_an_unknown_precision_is_one_line(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--precision", "fp16"])  # checked while parsing: before required arguments are missed
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "argument --precision: invalid choice: 'fp16' (choose from 'auto', 'fp32', 'bf16')" in err

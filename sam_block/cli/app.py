@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
+from collections import abc
 from pathlib import Path
-from typing import List, NoReturn, Optional
+from typing import List, NoReturn, Optional, Tuple
 
 from sam_block import __version__
 from sam_block.cli.commands import cmd_describe, cmd_download, cmd_run, cmd_segment
@@ -28,7 +30,8 @@ EXAMPLES = """examples:
   sam-block run example_workflows/f_segment_everything.json photos/ --out out/ --param points_per_side=16
   sam-block track clip.mp4 --boxes first_frame_boxes.json --model demo --out out/
   sam-block download hiera_tiny
-  sam-block describe > manifest.json"""
+  sam-block describe > manifest.json
+  sam-block serve --port 9001"""
 
 BOXES_HELP = """boxes.json holds inference's prediction format ({"predictions": [{"x", "y", "width", "height", "class", ...}]})
 or a plain list: [{"x1": 10, "y1": 20, "x2": 110, "y2": 90, "class_name": "cat"}, ...]"""
@@ -89,6 +92,15 @@ and demo_clip.mot.txt, and prints the mean mask IoU against the clip's ground tr
 Needs no network and no download."""
 
 
+SERVE_EXAMPLES = """examples:
+  sam-block serve
+  sam-block serve --port 9001 --save-dir annotations/
+  sam-block serve --host 0.0.0.0 --token --allow-host my-desktop.lan
+
+Prints the address, each security decision and the click-to-segment page's URL, then
+serves until Ctrl-C. Needs inference's HTTP packages: pip install "sam_block[serve]"."""
+
+
 def known_version(value: str) -> str:
     """``--model`` checked while parsing: an unknown version fails in a second, before
     inference is even imported."""
@@ -130,10 +142,53 @@ def resolve_model_flag(args: argparse.Namespace) -> None:
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """Argument errors as one line, like every other error: what was wrong; where to look."""
+    """Argument errors as one line, like every other error: what was wrong; where to look.
+
+    The line starts with `error_name` (default: the program, ``sam-block``)."""
+
+    error_name: Optional[str] = None
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog.split()[0]}: error: {message}; see `{self.prog} --help`\n")
+        name = self.error_name or self.prog.split()[0]
+        self.exit(2, f"{name}: error: {message}; see `{self.prog} --help`\n")
+
+
+class PrecisionChoices(abc.Sequence):
+    """``runtime.precision.PRECISION_CHOICES``, read only when argparse needs them (a ``--precision``
+    value to check, a ``--help`` to print): that module imports torch, which ``sam-block --help`` or a
+    mistyped option should not wait for (~2-3 s)."""
+
+    def _choices(self) -> Tuple[str, ...]:
+        from sam_block.runtime.precision import PRECISION_CHOICES
+
+        return PRECISION_CHOICES
+
+    def __getitem__(self, index):
+        return self._choices()[index]
+
+    def __len__(self) -> int:
+        return len(self._choices())
+
+
+def add_precision_argument(command: argparse.ArgumentParser) -> None:
+    """``--precision P``, on every command that runs SAM (and the server): see :func:`apply_precision`."""
+    command.add_argument(
+        "--precision",
+        choices=PrecisionChoices(),
+        default=None,
+        metavar="P",
+        help="numeric precision SAM 2 runs in: %(choices)s (default: $SAM_BLOCK_PRECISION, else auto: bf16 on "
+        "CUDA and on CPUs with native bf16, else fp32)",
+    )
+
+
+def apply_precision(args: argparse.Namespace) -> None:
+    """``--precision P`` becomes ``SAM_BLOCK_PRECISION=P`` (over the value in the environment) before any
+    model is built: everything this process builds, and the processes it starts (Ray's), reads it there."""
+    if getattr(args, "precision", None) is not None:
+        from sam_block.runtime.precision import PRECISION_ENV
+
+        os.environ[PRECISION_ENV] = args.precision
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Roboflow API key for inference's model blocks, e.g. a Roboflow detector (default: $ROBOFLOW_API_KEY)",
     )
+    add_precision_argument(run)
     progress_flags(run)
     from sam_block.cli.batch import add_ray_arguments  # here: cli/batch.py imports the cli's other modules
 
@@ -195,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(segment, versions_help())
     segment.add_argument("--threshold", type=float, default=0.0, help="drop masks scored below this (0–1)")
     segment.add_argument("--single-mask", action="store_true", help="use SAM's single-mask output")
+    add_precision_argument(segment)
     progress_flags(segment)
     segment.set_defaults(handler=cmd_segment)
 
@@ -221,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     describe.set_defaults(handler=cmd_describe)
 
-    add_track_parser(commands, formatter, progress_flags, add_model_flags)
+    add_precision_argument(add_track_parser(commands, formatter, progress_flags, add_model_flags))
 
     models = commands.add_parser(
         "models",
@@ -254,8 +311,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--video", action="store_true", help="track the shapes of a generated clip instead (mp4, PNG strip, IoU)"
     )
     demo.add_argument("--frames", type=int, default=60, help="with --video: clip length (default 60)")
+    add_precision_argument(demo)
     demo.set_defaults(handler=cmd_demo)
+
+    from sam_block.server.app import add_serve_arguments  # the options of `python -m sam_block.serve`
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve inference's HTTP API with the plugin, the SAM 2 routes and the click-to-segment page",
+        description="Start inference's own HTTP API (the app of its Docker images) with sam_block enabled, our "
+        "/sam2/* routes and the click-to-segment page, on 127.0.0.1 unless --host says otherwise; the same "
+        "server, options and safe defaults as `python -m sam_block.serve` (see the README's Security section).",
+        epilog=SERVE_EXAMPLES,
+        formatter_class=formatter,
+    )
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=cmd_serve)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sam_block.server.app import serve
+
+    return serve(args, name="sam-block serve")
 
 
 def _quiet_dependencies() -> None:
@@ -277,6 +355,9 @@ def _quiet_dependencies() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_precision(args)
+    if args.command == "serve":  # logs, errors and exit codes exactly as `python -m sam_block.serve`
+        return args.handler(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         _quiet_dependencies()

@@ -170,9 +170,15 @@ def plan_items(inputs: Sequence[Union[Path, Tuple[Path, str]]]) -> List[Item]:
 class Segmenter:
     """A Ray Data actor: one compiled engine (one model in memory) for its whole life."""
 
-    def __init__(self, definition: dict, image_input: str, params: Dict[str, Any], threads: int) -> None:
+    def __init__(
+        self, definition: dict, image_input: str, params: Dict[str, Any], threads: int, precision: Optional[str] = None
+    ) -> None:
         import torch
 
+        from sam_block.runtime.precision import PRECISION_ENV
+
+        if precision:  # the driver's SAM_BLOCK_PRECISION (`--precision`), also on nodes started without it
+            os.environ[PRECISION_ENV] = precision
         torch.set_num_threads(max(1, threads))
         self.definition, self.image_input, self.params = definition, image_input, params
         with contextlib.redirect_stdout(io.StringIO()):
@@ -289,6 +295,8 @@ def _compute(
     import ray
     from tqdm.auto import tqdm
 
+    from sam_block.runtime.precision import PRECISION_ENV
+
     started = _connect(ray, options.address)
     batch_size, gpus_per_worker, on_image = options.batch_size, options.gpus_per_worker, options.on_image
     try:
@@ -306,6 +314,7 @@ def _compute(
                 "image_input": image_input,
                 "params": params,
                 "threads": 1,
+                "precision": os.environ.get(PRECISION_ENV),
             },
             batch_size=batch_size,
             batch_format="pandas",

@@ -247,7 +247,7 @@ Per video it writes NAME.mp4 (masks, `#id class` labels, traces), NAME.jsonl (pe
 NAME.mot.txt (MOTChallenge rows frame,id,x,y,w,h,conf,-1,-1,-1; frames counted from 1)."""
 
 
-def add_track_parser(commands, formatter, progress_flags, add_model_flags) -> None:
+def add_track_parser(commands, formatter, progress_flags, add_model_flags):
     track = commands.add_parser(
         "track",
         help="follow objects through videos with the video step (mp4, JSON lines, MOT)",
@@ -287,6 +287,7 @@ def add_track_parser(commands, formatter, progress_flags, add_model_flags) -> No
     )
     progress_flags(track)
     track.set_defaults(handler=cmd_track)
+    return track
 
 
 def cmd_track(args) -> int:

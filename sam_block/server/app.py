@@ -66,6 +66,7 @@ from sam_block.server.security import (
     is_loopback,
 )
 
+MODULE = "sam_block.serve"  # `python -m sam_block.serve`; also the prefix of its lines
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9001
 TOKEN_VARIABLE = "SAM_BLOCK_TOKEN"
@@ -78,7 +79,7 @@ ROUTER_MODULES: Tuple[str, ...] = ()
 # directory (they exist in inference's Docker images, not in its wheel).
 _LANDING_DIRS = ("inference/landing/out/static", "inference/landing/out/_next/static")
 # Relative paths in these variables are made absolute before leaving the caller's directory.
-_PATH_VARIABLES = ("SAM_BLOCK_CHECKPOINT_DIR", "MODEL_CACHE_DIR")
+_PATH_VARIABLES = ("SAM_BLOCK_CHECKPOINT_DIR", "MODEL_CACHE_DIR", "SAM_BLOCK_MODELS")
 _GENERATE = object()  # `--token` given without a value
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
 
@@ -300,8 +301,8 @@ def _has_route(app, path: str) -> bool:
     return any(getattr(route, "path", None) == path for route in app.router.routes)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``python -m sam_block.serve`` and ``sam-block serve`` (one definition for both)."""
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)"
     )
@@ -310,6 +311,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--working-dir", type=Path, default=None, help="directory to run in (default: a new temporary one)"
     )
+    from sam_block.cli.app import add_precision_argument  # the flag every command that runs SAM has
+
+    add_precision_argument(parser)
     security = parser.add_argument_group("security (see the README's Security section)")
     security.add_argument(
         "--allow-custom-python",
@@ -340,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"require 'Authorization: Bearer VALUE' (alone: generate one and print it; "
         f"or set {TOKEN_VARIABLE}); needed for a non-loopback --host",
     )
+    tokens.add_argument("--no-token", action="store_true", help="serve a non-loopback --host without a token")
     parser.add_argument(
         "--save-dir",
         type=Path,
@@ -347,25 +352,56 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="let the click-to-segment page's Save button write COCO files into DIR (default: the server writes nothing)",
     )
-    tokens.add_argument("--no-token", action="store_true", help="serve a non-loopback --host without a token")
     return parser  # fmt: skip
 
 
+def _parser() -> argparse.ArgumentParser:
+    from sam_block.cli.app import OneLineErrorParser  # here: the CLI's `serve` imports this module
+
+    parser = OneLineErrorParser(
+        prog=f"python -m {MODULE}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.error_name = MODULE
+    return add_serve_arguments(parser)
+
+
+def check_registry() -> None:
+    """Read the operator's ``SAM_BLOCK_MODELS`` now: a broken file stops the start (one line naming the
+    file and the entry) instead of failing requests later."""
+    from sam_block.runtime.registry import RegistryError
+    from sam_block.runtime.variants import available_versions
+
+    try:
+        available_versions()  # parses every entry, checks local checkpoint files, configs, name clashes
+    except RegistryError as error:
+        raise StartRefused(" ".join(str(error).split())) from None
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    """``python -m sam_block.serve [OPTIONS]``."""
+    return serve(_parser().parse_args(argv))
+
+
+def serve(args: argparse.Namespace, name: str = MODULE) -> int:
+    """Start the server the parsed options (:func:`add_serve_arguments`) describe; `name` prefixes
+    every line printed (``sam_block.serve`` or ``sam-block serve``). Exit code 2 when it refuses."""
     try:
         import uvicorn
     except ImportError:
-        print('inference\'s HTTP server needs uvicorn: pip install "sam_block[serve]"', file=sys.stderr)
+        print(f'{name}: inference\'s HTTP server needs uvicorn: pip install "sam_block[serve]"', file=sys.stderr)
         return 2
+    from sam_block.cli.app import apply_precision
+
+    apply_precision(args)  # before any model is built
     try:
         security = resolve_security(
             args.host, args.port, args.allow_custom_python, args.allow_origin, args.allow_host, args.token,
             args.no_token, operator_variables(args.working_dir),
         )  # fmt: skip
+        check_registry()
         app = build_app(args.working_dir, security, save_dir=args.save_dir)
     except StartRefused as refused:
-        print(f"sam_block.serve: {refused}", file=sys.stderr)
+        print(f"{name}: {refused}", file=sys.stderr)
         return 2
     base = f"http://{_display_host(args.host)}:{args.port}"
     policy = app.state.sam_block_policy
@@ -381,7 +417,7 @@ def main(argv=None) -> int:
     if _has_route(app, PAGE_PATH):
         lines.append(f"page: {base}{PAGE_PATH}" + (f"?token={token}" if token else ""))
     for line in lines:
-        print(f"sam_block.serve: {line}", file=sys.stderr, flush=True)
+        print(f"{name}: {line}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
     return 0
 
