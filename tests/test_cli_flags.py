@@ -174,3 +174,36 @@ def test_an_unknown_precision_is_one_line(command, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert "argument --precision: invalid choice: 'fp16' (choose from 'auto', 'fp32', 'bf16')" in err
+
+
+def run_scene(tmp_path, name: str, *flags: str) -> list:
+    """`sam-block run` of the boxes workflow on the example scene, demo model; the predictions it wrote."""
+    out = tmp_path / name
+    argv = ["run", str(EXAMPLES / "a_boxes_input.json"), str(DATA / "scene.jpg"), "--out", str(out), "--no-progress"]
+    params = ["--param", f"boxes=@{DATA / 'scene_boxes.json'}", "--param", "version=demo"]
+    assert main([*argv, *params, *flags]) == 0
+    predictions = json.loads((out / "scene.json").read_text())["predictions"]["predictions"]
+    return [{k: v for k, v in p.items() if k != "detection_id"} for p in predictions]
+
+
+@pytest.mark.slow  # starts Ray (~20-40 s here)
+def test_precision_reaches_ray_actors_whose_cluster_says_otherwise(tmp_path, monkeypatch):
+    """`run --ray --precision bf16` on a Ray whose workers are told SAM_BLOCK_PRECISION=fp32 (as a
+    cluster started elsewhere would be): the actors run bf16, as the single-process run does."""
+    import ray
+
+    monkeypatch.setenv("SAM_BLOCK_PRECISION", "fp32")
+    fp32 = run_scene(tmp_path, "fp32")
+    bf16 = run_scene(tmp_path, "bf16", "--precision", "bf16")
+    assert fp32 != bf16
+    monkeypatch.setenv("SAM_BLOCK_PRECISION", "fp32")
+    assert not ray.is_initialized()
+    ray.init(
+        num_cpus=1, include_dashboard=False, log_to_driver=False,
+        runtime_env={"env_vars": {"SAM_BLOCK_PRECISION": "fp32"}},  # what every worker process starts with
+    )  # fmt: skip
+    try:
+        on_ray = run_scene(tmp_path, "ray", "--precision", "bf16", "--ray", "--workers", "1")
+    finally:
+        ray.shutdown()
+    assert on_ray == bf16
