@@ -1,4 +1,5 @@
-"""``python -m sam_block.serve``: inference's HTTP API with the plugin (see :mod:`sam_block.server`)."""
+"""``python -m sam_block.serve`` (also ``sam-block serve``): inference's HTTP API with the plugin
+(see :mod:`sam_block.server.app`)."""
 
 import sys
 

@@ -4,7 +4,7 @@ One real server (``python -m sam_block.serve``, downloads allowed: ``SAM_BLOCK_O
 ``HF_HUB_OFFLINE`` off, ``HF_ENDPOINT`` pointing at a local recorder) with one registered model.
 A file path, a URL, an ``hf://`` URI and an unregistered Hugging Face repo id, given as ``version``
 to ``/workflows/run`` (our step, as a runtime input and written into the step) and as
-``sam2_version_id`` to ``/sam2/embed_image``, are a 400 naming the value and listing the available
+``sam2_version_id`` to ``/sam2/embed_image`` and ``/sam2/segment_image``, are a 400 naming the value and listing the available
 names — and nothing is read or fetched:
 
 - the path names a valid checkpoint (the demo weights): had the server loaded it, the request
@@ -163,8 +163,8 @@ def test_a_path_url_or_unregistered_repo_is_a_400_listing_the_names(kind, setup)
         server, "/workflows/run", {"specification": definition, "inputs": {"image": SCENE_INPUT, "boxes": boxes}}
     )
     assert_refusal(in_step, name)
-    embed = post(server, "/sam2/embed_image", {"image": SCENE_INPUT, "sam2_version_id": name})
-    assert_refusal(embed, name)
+    for route in ("/sam2/embed_image", "/sam2/segment_image"):
+        assert_refusal(post(server, route, {"image": SCENE_INPUT, "sam2_version_id": name}), name)
 
 
 def test_nothing_was_read_or_fetched(setup):

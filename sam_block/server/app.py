@@ -1,6 +1,7 @@
 """Serve inference's own HTTP API with the sam_block plugin enabled, safely by default.
 
     python -m sam_block.serve --port 9001          # http://127.0.0.1:9001
+    sam-block serve --port 9001                    # the same server and options (add_serve_arguments)
 
 This builds the same FastAPI app as inference's Docker images
 (``HttpInterface(model_manager).app``) and serves it with uvicorn, with three differences:
