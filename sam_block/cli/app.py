@@ -351,6 +351,9 @@ def _quiet_dependencies() -> None:
     for name in ("inference", "roboflow_workflows"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # bitsandbytes (also imported with the model registry) warns on CPU-only machines that an
+    # optional kernel package is missing; it changes nothing for SAM or for the detector blocks
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
