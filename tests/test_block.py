@@ -1,6 +1,7 @@
 """Behaviour of the block inside the real engine: provenance, threshold, bad boxes, metadata."""
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -132,10 +133,17 @@ def test_several_images_in_one_batch_keep_their_own_boxes(checkpoint_dir, scene)
 
 
 def test_unknown_version_is_rejected_by_the_engine_naming_the_field(checkpoint_dir, scene):
-    with pytest.raises(Exception) as error:
+    from pydantic import ValidationError
+
+    from roboflow_workflows.errors import RuntimeInputError
+
+    with pytest.raises(
+        RuntimeInputError, match="regarding property version provided in input parameter named version"
+    ) as error_info:
         segment(scene, detections([[1, 1, 20, 20]]), version="hiera_huge")
-    assert "version" in str(error.value)
-    assert "hiera_tiny" in str(error.value.inner_error)
+    inner = error_info.value.inner_error
+    assert isinstance(inner, ValidationError)
+    assert re.search(r"Unknown SAM 2 version 'hiera_huge'\. Use one of: hiera_tiny, hiera_small", str(inner))
 
 
 def test_unknown_version_from_a_step_output_fails_with_the_choices():

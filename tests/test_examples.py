@@ -23,6 +23,7 @@ def test_examples_exist():
 def test_every_example_compiles(name, checkpoint_dir):
     from inference.core.managers.base import ModelManager
     from inference.core.registries.roboflow import RoboflowModelRegistry
+    from inference.core.workflows.errors import ReferenceTypeError
     from inference.core.workflows.execution_engine.core import ExecutionEngine
     from inference.models.utils import ROBOFLOW_MODEL_TYPES
 
@@ -32,11 +33,27 @@ def test_every_example_compiles(name, checkpoint_dir):
     definition = load_example(name)
     ExecutionEngine.init(workflow_definition=definition, init_parameters=init_parameters)
 
-    # Compilation really checks our step: wiring an image into `boxes` is refused.
+    # Compilation really checks our step: wiring an image into `boxes` is refused, naming step and field.
     [sam_step] = [s for s in definition["steps"] if s["type"].startswith("sam_block/segment_anything_2")]
     sam_step["boxes"] = "$inputs.image"
-    with pytest.raises(Exception, match="boxes|kind|incompatible"):
+    refused = (
+        rf"step: \$steps\.{sam_step['name']} regarding property: boxes with value: \$inputs\.image\. Allowed kinds"
+    )
+    with pytest.raises(ReferenceTypeError, match=refused):
         ExecutionEngine.init(workflow_definition=definition, init_parameters=init_parameters)
+
+
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
+def test_every_example_takes_the_version_as_an_input(name):
+    """`--param version=demo` runs any example offline (README, "Command line"): the SAM step reads
+    `version` (and `threshold`) from inputs whose defaults are the step's own."""
+    definition = load_example(name)
+    defaults = {i["name"]: i.get("default_value") for i in definition["inputs"]}
+    [sam_step] = [s for s in definition["steps"] if s["type"].startswith("sam_block/segment_anything_2")]
+    assert sam_step["version"] == "$inputs.version" and defaults["version"] == "hiera_tiny"
+    assert sam_step["threshold"] == "$inputs.threshold" and defaults["threshold"] == 0.0
+    if sam_step["type"] == "sam_block/segment_anything_2@v1" and "boxes" in sam_step:  # the image step's box prompts
+        assert sam_step["multimask_output"] == "$inputs.multimask_output" and defaults["multimask_output"] is True
 
 
 def test_example_a_runs(checkpoint_dir, scene):

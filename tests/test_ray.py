@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import cv2
@@ -102,7 +101,35 @@ def test_the_command_starts_its_own_local_ray_and_stops_it(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ray_runtime():
+def registered_model(tmp_path_factory):
+    """`my_shapes` in an operator's registry (SAM_BLOCK_MODELS): the demo architecture with perturbed
+    weights, as tests/test_registry.py builds its "fine-tuned" checkpoint. Set before Ray starts, so
+    that the actors see it, as they see the environment of the user's `sam-block run --ray`."""
+    import torch
+    import yaml
+
+    from sam_block.runtime.variants import get_variant
+
+    state = torch.load(get_variant("demo").bundled, map_location="cpu", weights_only=True)["model"]
+    generator = torch.Generator().manual_seed(0)
+    for key, value in state.items():
+        if value.is_floating_point() and value.numel() > 1:
+            state[key] = value + 0.3 * value.std() * torch.randn(value.shape, generator=generator)
+    folder = tmp_path_factory.mktemp("registry")
+    torch.save({"model": state}, folder / "my_shapes.pt")
+    config = str(REPO / "sam_block" / "configs" / "sam2.1_demo.yaml")
+    (folder / "models.yaml").write_text(yaml.safe_dump({"my_shapes": {"checkpoint": "my_shapes.pt", "config": config}}))
+    saved = os.environ.get("SAM_BLOCK_MODELS")
+    os.environ["SAM_BLOCK_MODELS"] = str(folder / "models.yaml")
+    yield "my_shapes"
+    if saved is None:
+        os.environ.pop("SAM_BLOCK_MODELS")
+    else:
+        os.environ["SAM_BLOCK_MODELS"] = saved
+
+
+@pytest.fixture(scope="module")
+def ray_runtime(registered_model):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
@@ -228,10 +255,9 @@ def test_an_interrupted_run_resumes_without_duplicates_or_recomputation(ray_runt
             PARAMS,
             RayOptions(workers=2, batch_size=2, progress=False, on_image=stop_half_way),
         )
-    done = {p.stem: p.stat().st_mtime_ns for p in (out / STATE_DIR).glob("*.json")}
-    pictures = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
-    assert set(done) == set(first) and len(done) == IMAGES // 2 and not (out / "coco.json").exists()
-    time.sleep(0.01)
+    done = _identities((out / STATE_DIR).glob("*.json"))
+    pictures = _identities(out.glob("*.png"))
+    assert set(done) == {f"{n}.json" for n in first} and len(done) == IMAGES // 2 and not (out / "coco.json").exists()
 
     second = []
     summary = run_with_ray(
@@ -245,12 +271,10 @@ def test_an_interrupted_run_resumes_without_duplicates_or_recomputation(ray_runt
     assert sorted(second) == sorted(set(second)) and not set(second) & set(
         first
     )  # engine runs: only the missing half, once each
-    assert {
-        p.stem: p.stat().st_mtime_ns for p in (out / STATE_DIR).glob("*.json") if p.stem in done
-    } == done  # untouched
-    assert {
-        name: mtime for name, mtime in ((p.name, p.stat().st_mtime_ns) for p in out.glob("*.png")) if name in pictures
-    } == pictures
+    # untouched: every file of the first half is the very file (a rewrite goes through a new file and
+    # a rename, so it would have a new inode), with the same bytes
+    assert {k: v for k, v in _identities((out / STATE_DIR).glob("*.json")).items() if k in done} == done
+    assert {k: v for k, v in _identities(out.glob("*.png")).items() if k in pictures} == pictures
     assert_same_as_reference(out, reference)  # each image and annotation exactly once, in input order
 
     third = run_with_ray(definition, [images], out, PARAMS, RayOptions(workers=2, progress=False))
@@ -262,28 +286,7 @@ def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtim
     """The bundled boxes-to-masks workflow, each image with its own boxes (keyed by file name);
     one file is not an image: it is a line of failed.jsonl, the others complete."""
     images, _, _ = dataset
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    per_image, truth = {}, {}
-    for seed in range(3):
-        name = f"scene{seed:02d}.png"
-        (inputs / name).write_bytes((images / name).read_bytes())
-        scene = make_scene(seed)
-        truth[f"scene{seed:02d}"] = scene.masks
-        predictions = [
-            {
-                "x": float(x1 + x2) / 2,
-                "y": float(y1 + y2) / 2,
-                "width": float(x2 - x1),
-                "height": float(y2 - y1),
-                "class": kind,
-                "class_id": 0,
-                "confidence": 1.0,
-                "detection_id": f"s{seed}-{i}",
-            }
-            for i, ((x1, y1, x2, y2), kind) in enumerate(zip(scene.boxes, scene.kinds))
-        ]
-        per_image[name] = {"boxes": [{"image": {"width": 256, "height": 256}, "predictions": predictions}]}
+    inputs, per_image, truth = _with_their_boxes(images, tmp_path / "inputs", seeds=range(3))
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(300))  # a PNG signature, then garbage
     (tmp_path / "per_image.json").write_text(json.dumps(per_image))
     out = tmp_path / "out"
@@ -346,6 +349,64 @@ def test_per_image_boxes_and_a_corrupt_image_reported_in_failed_jsonl(ray_runtim
     ]
 
 
+def _with_their_boxes(images: Path, inputs: Path, seeds) -> tuple:
+    """The scenes of `seeds` copied into `inputs`, their boxes as a --per-image mapping keyed by file
+    name, and their true masks by stem."""
+    inputs.mkdir()
+    per_image, truth = {}, {}
+    for seed in seeds:
+        name = f"scene{seed:02d}.png"
+        (inputs / name).write_bytes((images / name).read_bytes())
+        scene = make_scene(seed)
+        truth[f"scene{seed:02d}"] = scene.masks
+        predictions = [
+            {
+                "x": float(x1 + x2) / 2,
+                "y": float(y1 + y2) / 2,
+                "width": float(x2 - x1),
+                "height": float(y2 - y1),
+                "class": kind,
+                "class_id": 0,
+                "confidence": 1.0,
+                "detection_id": f"s{seed}-{i}",
+            }
+            for i, ((x1, y1, x2, y2), kind) in enumerate(zip(scene.boxes, scene.kinds))
+        ]
+        per_image[name] = {"boxes": [{"image": {"width": 256, "height": 256}, "predictions": predictions}]}
+    return inputs, per_image, truth
+
+
+def _masks(coco: dict) -> list:
+    """Per annotation: image, category, box and the decoded mask (scores aside: float rounding)."""
+    return [
+        (a["image_id"], a["category_id"], a["bbox"], mask_utils.decode(
+            {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()}).tobytes())
+        for a in coco["annotations"]
+    ]  # fmt: skip
+
+
+def test_a_registered_model_on_ray_gives_the_masks_of_the_plain_run(ray_runtime, registered_model, dataset, tmp_path):
+    """A name of the operator's registry (SAM_BLOCK_MODELS, set where the actors run) reaches the
+    actors: the Ray run's masks equal the plain run's with that name, and differ from demo's."""
+    images, _, _ = dataset
+    inputs, per_image, _ = _with_their_boxes(images, tmp_path / "inputs", seeds=range(3))
+    (tmp_path / "per_image.json").write_text(json.dumps(per_image))
+    workflow = REPO / "sam_block/workflows/boxes_to_masks.json"
+    command = ["run", str(workflow), str(inputs), "--no-progress", "--per-image", str(tmp_path / "per_image.json")]
+    runs = {
+        "ray": [*command, "--param", f"version={registered_model}", "--ray", "--workers", "2"],
+        "plain": [*command, "--param", f"version={registered_model}"],
+        "demo": [*command, "--param", "version=demo"],
+    }
+    masks = {}
+    for name, argv in runs.items():
+        assert main([*argv, "--out", str(tmp_path / name)]) == 0, name
+        masks[name] = _masks(json.loads((tmp_path / name / "coco.json").read_text()))
+    assert len(masks["ray"]) == sum(len(own["boxes"][0]["predictions"]) for own in per_image.values())
+    assert masks["ray"] == masks["plain"]
+    assert masks["ray"] != masks["demo"]
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [
@@ -369,6 +430,12 @@ def test_bad_requests_are_one_clear_error_before_any_work(change, expected, tmp_
             WORKFLOW, arguments.pop("inputs"), tmp_path / "out", PARAMS, RayOptions(progress=False, **arguments)
         )
     assert not (tmp_path / "out" / "coco.json").exists()
+
+
+def _identities(paths) -> dict:
+    """{file name: (inode, bytes)}: a file left alone keeps both; one rewritten in place of it (a
+    temporary file renamed over it) gets a new inode."""
+    return {p.name: (p.stat().st_ino, p.read_bytes()) for p in paths}
 
 
 def _alive(pid: int) -> bool:
