@@ -62,12 +62,7 @@ NOT_RUN: Dict[str, str] = {
 }
 NOT_RUN_SUBCOMMANDS = {"serve": "long-running server; tested in tests/test_serve_*.py"}
 # Shown, run, and failing today: expected to fail (strict: the test says so once it is fixed).
-BROKEN: Dict[str, str] = {
-    "sam-block track clip.mp4 --workflow example_workflows/g_video_tracking.json --param boxes=@boxes.json --out out/": (
-        "track --workflow passes --param boxes as read, without the box-format conversion run does "
-        "(a list of corner dicts, the README's boxes.json, fails in the engine: 'dictionary misses required keys')"
-    ),
-}
+BROKEN: Dict[str, str] = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,38 +173,6 @@ def _patch(path: Path) -> None:
     cv2.imwrite(str(path), cv2.imread(str(DATA / "scene.jpg"))[box["y1"] : box["y2"], box["x1"] : box["x2"]])
 
 
-def _user_workflow(path: Path) -> None:
-    """A workflow of the user's taking `threshold` and `classes`: segment everything, then keep
-    the masks of `classes` (inference's detections filter)."""
-    keep_classes = {
-        "type": "DetectionsFilter",
-        "filter_operation": {"type": "StatementGroup", "statements": [{
-            "type": "BinaryStatement",
-            "left_operand": {"type": "DynamicOperand",
-                             "operations": [{"type": "ExtractDetectionProperty", "property_name": "class_name"}]},
-            "comparator": {"type": "in (Sequence)"},
-            "right_operand": {"type": "DynamicOperand", "operand_name": "classes"},
-        }]},
-    }  # fmt: skip
-    definition = {
-        "version": "1.0",
-        "inputs": [
-            {"type": "WorkflowImage", "name": "image"},
-            {"type": "WorkflowParameter", "name": "version", "default_value": "hiera_tiny"},
-            {"type": "WorkflowParameter", "name": "threshold", "default_value": 0.0},
-            {"type": "WorkflowParameter", "name": "classes", "default_value": ["0"]},
-        ],
-        "steps": [
-            {"type": "sam_block/segment_anything_2@v1", "name": "sam", "images": "$inputs.image",
-             "version": "$inputs.version", "threshold": "$inputs.threshold", "points_per_side": 8},
-            {"type": "roboflow_core/detections_filter@v1", "name": "keep", "predictions": "$steps.sam.predictions",
-             "operations": [keep_classes], "operations_parameters": {"classes": "$inputs.classes"}},
-        ],
-        "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.keep.predictions"}],
-    }  # fmt: skip
-    path.write_text(json.dumps(definition))
-
-
 def _copy(source: Path) -> Callable[[Path], None]:
     return lambda path: shutil.copy(source, path)
 
@@ -231,10 +194,8 @@ STAND_INS: Dict[str, Callable[[Path], None]] = {
     "other.mp4": _clip,
     "boxes.json": _copy(DATA / "scene_boxes.json"),  # the boxes of scene.jpg and of the clip's first frame
     "first_frame_boxes.json": _copy(DATA / "scene_boxes.json"),
-    "boxes_per_image.json": _copy(DATA / "scene_boxes.json"),
     "per_frame.jsonl": _per_frame_boxes,
     "patch.png": _patch,
-    "my_workflow.json": _user_workflow,
     "sam-block-demo/input/demo_clip.mp4": _demo_video_output("input/demo_clip.mp4"),
     "sam-block-demo/demo_clip_boxes.json": _demo_video_output("demo_clip_boxes.json"),
 }
@@ -521,8 +482,9 @@ def test_the_readme_shows_the_per_image_boxes_file_as_it_is():
 def test_the_per_image_example_gives_each_image_its_own_boxes():
     """`run ... example_workflows/data/ --per-image example_workflows/data/per_image_boxes.json`: each
     image is prompted with its own boxes: the mirrored scene's masks are the mirror of the scene's."""
-    [command] = [c for c in SHOWN if "--per-image example_workflows/data/per_image_boxes.json" in c]
-    ran = run_shown(command)
+    commands = [c for c in SHOWN if "--per-image example_workflows/data/per_image_boxes.json" in c]
+    assert commands, "the README and --help show the per-image example"
+    ran = run_shown(commands[0])
     check_outputs(ran)
     per_image = json.loads((DATA / "per_image_boxes.json").read_text())
     found = {

@@ -43,9 +43,10 @@ SEGMENT_EXAMPLES = f"""examples:
 
 RUN_EXAMPLES = """examples:
   sam-block run example_workflows/f_segment_everything.json example_workflows/data/scene.jpg --out out/
-  sam-block run my_workflow.json photos/ clip.mp4 --every 10 --out out/ --param threshold=0.5 --param classes='["cat"]'
+  sam-block run example_workflows/f_segment_everything.json photos/ clip.mp4 --every 10 --out out/ --param threshold=0.5
   sam-block run example_workflows/b_template_matching_to_mask_visualization.json scene.jpg --param template=patch.png --out out/
-  sam-block run example_workflows/a_boxes_input.json scene.jpg --param boxes=@boxes_per_image.json --param version=demo --out out/
+  sam-block run example_workflows/a_boxes_input.json example_workflows/data/scene.jpg --param boxes=@example_workflows/data/scene_boxes.json --param version=demo --out out/
+  sam-block run example_workflows/a_boxes_input.json example_workflows/data/ --per-image example_workflows/data/per_image_boxes.json --param version=demo --out out/
   sam-block run example_workflows/f_segment_everything.json photos/ --out out/ --param version=demo --ray --workers 2
 
 The first WorkflowImage input of the workflow receives each image (or video frame).

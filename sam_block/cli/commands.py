@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from sam_block.cli.engine import image_inputs, init_engine
 from sam_block.cli.errors import CliError
@@ -17,14 +16,13 @@ from sam_block.cli.inputs import (
     how_to_pass,
     iter_frames,
     load_boxes,
-    load_image,
     load_per_image,
     load_workflow,
     match_per_image,
     missing_inputs,
-    parse_params,
     prepare_inputs,
     require_inputs,
+    workflow_params,
 )
 from sam_block.cli.run import run_frames
 
@@ -39,14 +37,7 @@ def cmd_run(args) -> int:
     if not names:
         raise CliError(f"workflow {args.workflow} has no WorkflowImage input to give the images to")
     inputs = expand_inputs(args.inputs)  # a missing input path: an error before anything else
-    params = parse_params(args.param or [])
-    if names[0] in params:
-        raise CliError(f"--param {names[0]} names the image input, which receives INPUT; remove it")
-    check_param_names(definition, params)
-    for name in names[1:]:  # other image inputs: an image file path is read
-        if isinstance(params.get(name), str) and Path(params[name]).is_file():
-            params[name] = load_image(Path(params[name]))
-    params = prepare_inputs(definition, params, "--param")
+    params = workflow_params(definition, args.param or [], names, "INPUT")
     ray = getattr(args, "ray", None) is not None
     if not ray and getattr(args, "gpus_per_worker", None) is not None:
         raise CliError("--gpus-per-worker only applies with --ray; add --ray or remove it")

@@ -260,6 +260,21 @@ def prepare_inputs(definition: dict, values: Dict[str, Any], where: str) -> Dict
     return prepared
 
 
+def workflow_params(definition: dict, pairs: List[str], image_names: List[str], receives: str) -> Dict[str, Any]:
+    """The workflow's inputs from ``--param NAME=VALUE`` pairs, ready for the engine: every name checked
+    against the workflow's inputs, another image input given as a file path read, box inputs in the
+    engine's shape (:func:`prepare_inputs`). ``image_names[0]`` receives each image or frame (`receives`
+    says which), so a ``--param`` cannot name it."""
+    params = parse_params(pairs)
+    if image_names[0] in params:
+        raise CliError(f"--param {image_names[0]} names the image input, which receives {receives}; remove it")
+    check_param_names(definition, params)
+    for name in image_names[1:]:
+        if isinstance(params.get(name), str) and Path(params[name]).is_file():
+            params[name] = load_image(Path(params[name]))
+    return prepare_inputs(definition, params, "--param")
+
+
 def _is_corner_box(value: Any) -> bool:
     return isinstance(value, dict) and "predictions" not in value
 

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from sam_block.cli.errors import CliError, root_message
-from sam_block.cli.inputs import VIDEO_SUFFIXES, UniqueStems, iter_frames, load_boxes, load_workflow, parse_params
+from sam_block.cli.inputs import VIDEO_SUFFIXES, UniqueStems, iter_frames, load_boxes, load_workflow, workflow_params
 from sam_block.runtime.variants import versions_help
 
 VIDEO_STEP = "sam_block/segment_anything_2_video@v1"
@@ -234,6 +234,7 @@ TRACK_EXAMPLES = """examples:
   sam-block track clip.mp4 other.mp4 --boxes per_frame.jsonl --prompt-mode every_n_frames --prompt-interval 10 --out out/
   sam-block track clip.mp4 --workflow example_workflows/g_video_tracking.json --param boxes=@boxes.json --out out/
   sam-block track clip.mp4 --boxes boxes.json --model demo --every 2 --out out/
+  sam-block track clip.mp4 --workflow example_workflows/h_template_matching_to_video_tracking.json --param template=patch.png --param version=demo --out out/
 
 --boxes FILE: the first frame's boxes (as for `sam-block segment`: inference's prediction
 JSON or a list of {"x1", "y1", "x2", "y2", "class_name"}), tracked with --prompt-mode
@@ -304,7 +305,6 @@ def cmd_track(args) -> int:
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise CliError(f"{path} is not a video file ({', '.join(sorted(VIDEO_SUFFIXES))})")
         videos.append(path)
-    params = parse_params(args.param or [])
     boxes = None
     if args.workflow is not None:
         if args.model is not None or args.prompt_mode is not None:
@@ -319,6 +319,7 @@ def cmd_track(args) -> int:
         if not names:
             raise CliError(f"workflow {args.workflow} has no WorkflowImage input to give the frames to")
         image_input = names[0]
+        params = workflow_params(definition, args.param or [], names, "the frames")
     else:
         boxes, per_frame = load_frame_boxes(args.boxes)
         mode = args.prompt_mode or ("every_frame" if per_frame else "first_frame")
@@ -327,8 +328,9 @@ def cmd_track(args) -> int:
                 f"--prompt-mode {mode} needs boxes for many frames: give JSON lines "
                 '{"frame": N, "predictions": [...]} per frame, or use --prompt-mode first_frame'
             )
-        if params:
+        if args.param:
             raise CliError("--param goes with --workflow; with --boxes there are no other inputs")
+        params = {}
         from sam_block.runtime.variants import DEFAULT_VERSION
 
         definition = boxes_workflow(args.model or DEFAULT_VERSION, mode, args.prompt_interval)

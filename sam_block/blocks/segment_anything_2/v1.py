@@ -55,8 +55,9 @@ Segment Anything 2.1, running **locally** (CPU or GPU) — no API key, no remote
 Connect the predictions of any object-detection, instance-segmentation or
 keypoint-detection step to **Boxes**. Each box prompts SAM 2 once; the mask it
 returns keeps the box's class name and class id, and points back to the box
-through `parent_id`. The image is encoded once and all its boxes are decoded in
-one batch. Masks are exact model output at full image resolution.
+through `parent_id`. The image is encoded once and its boxes are decoded in
+batches (`SAM_BLOCK_DECODER_BATCH`, default 32). Masks are exact model output at full
+image resolution.
 
 Keypoint detections add their visible keypoints as point prompts; with
 **Use mask prompts**, instance-segmentation masks are refined by SAM instead of
