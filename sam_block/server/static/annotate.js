@@ -22,13 +22,14 @@
     [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
     [140, 86, 75], [227, 119, 194], [23, 190, 207], [188, 189, 34], [127, 127, 127],
   ];
-  const FILL_ALPHA = 120; // of 255, inside the mask; the outline is opaque
+  const FILL_ALPHA = 150; // of 255, inside the mask; the outline is opaque
+  const OUTLINE_PX = 3; // image pixels: the outermost one white (reads on any background), the others in colour
   const DRAG_MIN_CSS_PX = 5; // a pointer moved further than this between down and up draws a box
 
   const $ = (id) => document.getElementById(id);
   const els = {
     version: $("version"), file: $("file"), status: $("status"), error: $("error"), stage: $("stage"),
-    dropHint: $("drop-hint"), canvas: $("canvas"), label: $("label"), objects: $("objects"),
+    dropHint: $("drop-hint"), canvas: $("canvas"), tags: $("tags"), label: $("label"), objects: $("objects"),
     newObject: $("new-object"), undo: $("undo"), clear: $("clear-object"), remove: $("delete-object"),
     exportCoco: $("export"), save: $("save"),
   };
@@ -192,7 +193,8 @@
     return counts;
   }
 
-  // An object's mask as a canvas the size of its bbox: colour fill plus an opaque outline.
+  // An object's mask as a canvas the size of its bbox: colour fill plus an opaque outline
+  // OUTLINE_PX wide, inside the mask (nothing outside the mask is painted): white, then colour.
   function maskCanvas(decoded, [r, g, b]) {
     const { mask, width, height, bbox } = decoded;
     const [bx, by, bw, bh] = bbox;
@@ -203,18 +205,36 @@
     const context = canvas.getContext("2d");
     const pixels = context.createImageData(bw, bh);
     const data = pixels.data;
+    // distance (in 4-neighbour steps, capped) of each mask pixel of the bbox to the mask's border
+    const depth = new Uint8Array(bw * bh);
     for (let y = by; y < by + bh; y++) {
       for (let x = bx; x < bx + bw; x++) {
         const i = y * width + x;
         if (!mask[i]) continue;
         const edge = x === 0 || y === 0 || x === width - 1 || y === height - 1
           || !mask[i - 1] || !mask[i + 1] || !mask[i - width] || !mask[i + width];
-        const o = 4 * ((y - by) * bw + (x - bx));
-        data[o] = r;
-        data[o + 1] = g;
-        data[o + 2] = b;
-        data[o + 3] = edge ? 255 : FILL_ALPHA;
+        depth[(y - by) * bw + (x - bx)] = edge ? 1 : 255;
       }
+    }
+    for (let pass = 2; pass <= OUTLINE_PX; pass++) {
+      for (let y = 0; y < bh; y++) {
+        for (let x = 0; x < bw; x++) {
+          const j = y * bw + x;
+          if (depth[j] !== 255) continue;
+          const near = (x > 0 && depth[j - 1] === pass - 1) || (x < bw - 1 && depth[j + 1] === pass - 1)
+            || (y > 0 && depth[j - bw] === pass - 1) || (y < bh - 1 && depth[j + bw] === pass - 1);
+          if (near) depth[j] = pass;
+        }
+      }
+    }
+    for (let j = 0; j < bw * bh; j++) {
+      if (!depth[j]) continue;
+      const o = 4 * j;
+      const white = depth[j] === 1;
+      data[o] = white ? 255 : r;
+      data[o + 1] = white ? 255 : g;
+      data[o + 2] = white ? 255 : b;
+      data[o + 3] = depth[j] <= OUTLINE_PX ? 255 : FILL_ALPHA;
     }
     context.putImageData(pixels, 0, 0);
     return canvas;
@@ -281,6 +301,29 @@
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
       ctx.restore();
     }
+    renderTags();
+  }
+
+  // Each mask's label, in the object's colour, at the top left of its box: HTML over the canvas
+  // (the canvas itself shows only the image, the masks and the prompts).
+  function renderTags() {
+    const tags = [];
+    const rect = els.canvas.getBoundingClientRect();
+    const perPixel = els.canvas.width ? rect.width / els.canvas.width : 1;
+    for (const obj of state.objects) {
+      if (!obj.mask || !obj.mask.area) continue;
+      const [bx, by] = obj.mask.bbox;
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = `#${obj.id} ${obj.label}`;
+      tag.style.background = `rgb(${obj.color.join(",")})`;
+      tag.style.left = `${els.canvas.offsetLeft + bx * perPixel}px`;
+      const top = els.canvas.offsetTop + by * perPixel;
+      tag.style.top = `${top}px`;
+      if (by * perPixel >= 22) tag.classList.add("above"); // room above the box: sit on its edge
+      tags.push(tag);
+    }
+    els.tags.replaceChildren(...tags);
   }
 
   function renderList() {
@@ -761,6 +804,7 @@
     if (!state.current) return;
     state.current.label = els.label.value.trim() || "object";
     renderList();
+    renderTags();
   });
 
   els.newObject.addEventListener("click", nextObject);
