@@ -10,11 +10,11 @@ with the file picker, waits for the embedding, then makes `--clicks` single clic
 fresh object (the click, its mask drawn, then Delete: every click is a one-point prompt).
 
 The figure is the page's own Performance API measure `sam:click-to-mask` (annotate.js): from
-the pointer-up event to the animation frame after the mask was painted on the canvas. The
-Resource Timing entry of each `/sam2/segment_image` request splits it into the HTTP request
-(sent → last byte, which includes the server's work) and the rest (before sending: building
-the JSON with the re-sent image; after: RLE decoding and drawing); the server's own `time` field is
-read from the answer.
+the pointer-up event to the animation frame after the mask was painted on the canvas. The page's
+`sam:segment-request` (request built with the re-sent image, sent, answer read) and
+`sam:mask-decode-draw` (RLE decoded, mask bitmap, canvas repainted) split it, the Resource Timing
+entry of each `/sam2/segment_image` request gives its HTTP part (request sent → last byte), and
+the answer's `time` field the server's own work.
 
 - demo: a generated scene (sam_block.demo.scenes) of --demo-size, clicks inside its shapes;
   goal p50 <= 100 ms.
@@ -107,7 +107,10 @@ def run_model(browser, server, version: str, image: Path, points, timeout_s: flo
                 f"() => performance.getEntriesByName('sam:click-to-mask').length >= {n - 1}", timeout=timeout_s * 1000
             )
             page.keyboard.press("Delete")
-        measures = page.evaluate("() => performance.getEntriesByName('sam:click-to-mask').map(e => e.duration)")
+        measures, request_ms, draw_ms = (
+            page.evaluate(f"() => performance.getEntriesByName('sam:{name}').map(e => e.duration)")
+            for name in ("click-to-mask", "segment-request", "mask-decode-draw")
+        )
         requests = page.evaluate(
             """() => performance.getEntriesByType('resource')
                  .filter(e => new URL(e.name).pathname === '/sam2/segment_image')
@@ -124,6 +127,8 @@ def run_model(browser, server, version: str, image: Path, points, timeout_s: flo
     return {
         "embed_s": embed_s,
         "click_to_mask_ms": measures,
+        "request_ms": request_ms,
+        "draw_ms": draw_ms,
         "http_ms": [r["request"] for r in requests],
         "answer_bytes": [r["body"] for r in requests],
         "server_ms": server_ms,
@@ -184,8 +189,11 @@ def main() -> int:
             f"--- {version}: image {result['canvas']} ({path.stat().st_size / 1e3:.0f} kB JPEG), embed {result['embed_s']:.2f} s"
         )
         print(line("click -> mask drawn (sam:click-to-mask)", result["click_to_mask_ms"]))
-        print(line("  of which the HTTP request (Resource Timing)", result["http_ms"]))
-        print(line("  of which the server's own time", result["server_ms"]))
+        print(line("  segment request: JSON built, sent, answer read (sam:segment-request)", result["request_ms"]))
+        print(line("    of which HTTP, request sent -> answer received (Resource Timing)", result["http_ms"]))
+        print(line("      of which the server's own time (answer's `time`)", result["server_ms"]))
+        print(line("  RLE decoded, mask bitmap, canvas repainted (sam:mask-decode-draw)", result["draw_ms"]))
+        print("  the rest: pointer-up handling and the wait for the next animation frame")
         if result["click_to_mask_ms"]:
             p50 = statistics.median(result["click_to_mask_ms"])
             goal = GOALS_MS[version]

@@ -7,7 +7,8 @@
 //
 // Hooks for tests and benchmarks (read-only, in the DOM): <html data-requests="idle|busy">,
 // <html data-masks-drawn="N"> (masks applied so far), and Performance API measures named
-// "sam:click-to-mask" (pointer up -> the mask of that very prompt drawn on the canvas).
+// "sam:click-to-mask" (pointer up -> the frame after the mask of that very prompt was painted on
+// the canvas), split into "sam:segment-request" and "sam:mask-decode-draw" (see applyPrediction).
 "use strict";
 
 (() => {
@@ -542,9 +543,11 @@
       const imageId = await imageIdFor(image);
       if (state.image !== image || !state.objects.includes(obj)) return;
       setStatus(`Segmenting object #${obj.id}…`, true);
+      const sentAt = performance.now();
       const data = await api(ROUTES.segment, segmentRequest(obj, imageId));
       if (state.image !== image || !state.objects.includes(obj)) return;
-      applyPrediction(obj, data, revision === obj.revision ? clickAt : null);
+      const timing = revision === obj.revision && clickAt !== null ? { clickAt, sentAt, answeredAt: performance.now() } : null;
+      applyPrediction(obj, data, timing);
       clearError();
       setStatus(`Object #${obj.id} “${obj.label}”: score ${obj.mask.score.toFixed(3)}.`);
     } catch (err) {
@@ -563,7 +566,9 @@
     }
   }
 
-  function applyPrediction(obj, data, clickAt) {
+  // `timing` ({clickAt, sentAt, answeredAt} of performance.now()) when the answer is for the latest
+  // prompt of a pointer action: then the mask drawn is measured.
+  function applyPrediction(obj, data, timing) {
     const predictions = Array.isArray(data.predictions) ? data.predictions : [];
     let best = null;
     for (const prediction of predictions) {
@@ -595,10 +600,15 @@
     render();
     state.masksDrawn++;
     document.documentElement.dataset.masksDrawn = String(state.masksDrawn);
-    if (clickAt !== null) {
+    if (timing !== null) {
+      const drawnAt = performance.now();
+      // sam:segment-request = building the request (the image re-sent), HTTP, reading the answer;
+      // sam:mask-decode-draw = RLE decoding, the mask's bitmap and repainting the canvas
+      performance.measure("sam:segment-request", { start: timing.sentAt, end: timing.answeredAt });
+      performance.measure("sam:mask-decode-draw", { start: timing.answeredAt, end: drawnAt });
       // the frame after this one shows the mask
       requestAnimationFrame(() => {
-        performance.measure("sam:click-to-mask", { start: clickAt, end: performance.now() });
+        performance.measure("sam:click-to-mask", { start: timing.clickAt, end: performance.now() });
       });
     }
   }
