@@ -149,9 +149,14 @@
       if (i % 2 === 1 && run > 0) {
         const end = position + run; // exclusive
         if (end > width * height) throw new ApiError("the mask's RLE runs past its size");
-        for (let j = position; j < end; j++) {
-          const x = (j / height) | 0;
-          mask[(j - x * height) * width + x] = 1;
+        let x = (position / height) | 0;
+        let y = position - x * height;
+        for (let k = 0; k < run; k++) { // down the column, then on to the next one
+          mask[y * width + x] = 1;
+          if (++y === height) {
+            y = 0;
+            x++;
+          }
         }
         area += run;
         const firstX = (position / height) | 0, lastX = ((end - 1) / height) | 0;
@@ -206,36 +211,41 @@
     const context = canvas.getContext("2d");
     const pixels = context.createImageData(bw, bh);
     const data = pixels.data;
-    // distance (in 4-neighbour steps, capped) of each mask pixel of the bbox to the mask's border
+    // depth of each mask pixel of the bbox: 1 on the mask's border, 2..OUTLINE_PX for the rings
+    // inside it (grown from the border only), 255 deeper
     const depth = new Uint8Array(bw * bh);
+    let ring = [];
     for (let y = by; y < by + bh; y++) {
       for (let x = bx; x < bx + bw; x++) {
         const i = y * width + x;
         if (!mask[i]) continue;
         const edge = x === 0 || y === 0 || x === width - 1 || y === height - 1
           || !mask[i - 1] || !mask[i + 1] || !mask[i - width] || !mask[i + width];
-        depth[(y - by) * bw + (x - bx)] = edge ? 1 : 255;
+        const j = (y - by) * bw + (x - bx);
+        depth[j] = edge ? 1 : 255;
+        if (edge) ring.push(j);
       }
     }
     for (let pass = 2; pass <= OUTLINE_PX; pass++) {
-      for (let y = 0; y < bh; y++) {
-        for (let x = 0; x < bw; x++) {
-          const j = y * bw + x;
-          if (depth[j] !== 255) continue;
-          const near = (x > 0 && depth[j - 1] === pass - 1) || (x < bw - 1 && depth[j + 1] === pass - 1)
-            || (y > 0 && depth[j - bw] === pass - 1) || (y < bh - 1 && depth[j + bw] === pass - 1);
-          if (near) depth[j] = pass;
+      const next = [];
+      for (const j of ring) {
+        const x = j % bw;
+        for (const n of [x > 0 ? j - 1 : -1, x < bw - 1 ? j + 1 : -1, j - bw, j + bw]) {
+          if (n >= 0 && n < depth.length && depth[n] === 255) {
+            depth[n] = pass;
+            next.push(n);
+          }
         }
       }
+      ring = next;
     }
-    for (let j = 0; j < bw * bh; j++) {
-      if (!depth[j]) continue;
-      const o = 4 * j;
-      const white = depth[j] === 1;
-      data[o] = white ? 255 : r;
-      data[o + 1] = white ? 255 : g;
-      data[o + 2] = white ? 255 : b;
-      data[o + 3] = depth[j] <= OUTLINE_PX ? 255 : FILL_ALPHA;
+    // one 32-bit write per pixel (RGBA bytes, little-endian as every browser's ImageData)
+    const rgba = (red, green, blue, alpha) => ((alpha << 24) | (blue << 16) | (green << 8) | red) >>> 0;
+    const white = rgba(255, 255, 255, 255), line = rgba(r, g, b, 255), fill = rgba(r, g, b, FILL_ALPHA);
+    const out = new Uint32Array(data.buffer);
+    for (let j = 0; j < depth.length; j++) {
+      const d = depth[j];
+      if (d) out[j] = d === 1 ? white : d <= OUTLINE_PX ? line : fill;
     }
     context.putImageData(pixels, 0, 0);
     return canvas;
