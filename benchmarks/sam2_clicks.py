@@ -25,10 +25,12 @@ The image is a generated scene with camera-like noise, sent as a JPEG (quality 9
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import json
 import os
 import platform
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -107,7 +109,10 @@ def main() -> int:
         for _ in range(max(args.clicks, args.workflow_clicks))
     ]
 
-    with LocalServer(checkpoint_dir(args.checkpoint_dir), **env) as server, requests.Session() as session:
+    ckpt = checkpoint_dir(args.checkpoint_dir)
+    if args.checkpoint_dir is None:  # the random-weight checkpoint made for this run
+        atexit.register(shutil.rmtree, ckpt, True)
+    with LocalServer(ckpt, **env) as server, requests.Session() as session:
         base = server.url
         started = time.perf_counter()
         timed_post(  # loads the model: not part of any figure
