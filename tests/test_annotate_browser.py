@@ -290,6 +290,16 @@ def test_two_labels_box_undo_export_two_categories_and_save(server, watched, sce
     assert page.locator("#objects li").count() == 2
 
     _, document = export_coco(page, tmp_path)
+    # each mask carries its label on the image, at the top left corner of its box (on or below its top edge)
+    tags = page.locator("#tags .tag")
+    assert tags.all_inner_texts() == ["#1 large", "#2 second"]
+    canvas = page.locator("#canvas").bounding_box()
+    for tag, annotation in zip(tags.all(), document["annotations"]):
+        tag_box, (x, y) = tag.bounding_box(), annotation["bbox"][:2]
+        left = canvas["x"] + x * canvas["width"] / SCENE_WIDTH
+        top = canvas["y"] + y * canvas["height"] / SCENE_HEIGHT
+        assert tag_box["x"] == pytest.approx(left, abs=1)
+        assert min(abs(tag_box["y"] + tag_box["height"] - top), abs(tag_box["y"] - top)) <= 1
     assert [c["name"] for c in document["categories"]] == ["large", "second"]
     assert [a["category_id"] for a in document["annotations"]] == [1, 2]
     for annotation, shape in zip(document["annotations"], (first_shape, second_shape)):

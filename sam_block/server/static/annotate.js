@@ -7,7 +7,8 @@
 //
 // Hooks for tests and benchmarks (read-only, in the DOM): <html data-requests="idle|busy">,
 // <html data-masks-drawn="N"> (masks applied so far), and Performance API measures named
-// "sam:click-to-mask" (pointer up -> the mask of that very prompt drawn on the canvas).
+// "sam:click-to-mask" (pointer up -> the frame after the mask of that very prompt was painted on
+// the canvas), split into "sam:segment-request" and "sam:mask-decode-draw" (see applyPrediction).
 "use strict";
 
 (() => {
@@ -22,13 +23,14 @@
     [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
     [140, 86, 75], [227, 119, 194], [23, 190, 207], [188, 189, 34], [127, 127, 127],
   ];
-  const FILL_ALPHA = 120; // of 255, inside the mask; the outline is opaque
+  const FILL_ALPHA = 150; // of 255, inside the mask; the outline is opaque
+  const OUTLINE_PX = 3; // image pixels: the outermost one white (reads on any background), the others in colour
   const DRAG_MIN_CSS_PX = 5; // a pointer moved further than this between down and up draws a box
 
   const $ = (id) => document.getElementById(id);
   const els = {
     version: $("version"), file: $("file"), status: $("status"), error: $("error"), stage: $("stage"),
-    dropHint: $("drop-hint"), canvas: $("canvas"), label: $("label"), objects: $("objects"),
+    dropHint: $("drop-hint"), canvas: $("canvas"), tags: $("tags"), label: $("label"), objects: $("objects"),
     newObject: $("new-object"), undo: $("undo"), clear: $("clear-object"), remove: $("delete-object"),
     exportCoco: $("export"), save: $("save"),
   };
@@ -147,9 +149,14 @@
       if (i % 2 === 1 && run > 0) {
         const end = position + run; // exclusive
         if (end > width * height) throw new ApiError("the mask's RLE runs past its size");
-        for (let j = position; j < end; j++) {
-          const x = (j / height) | 0;
-          mask[(j - x * height) * width + x] = 1;
+        let x = (position / height) | 0;
+        let y = position - x * height;
+        for (let k = 0; k < run; k++) { // down the column, then on to the next one
+          mask[y * width + x] = 1;
+          if (++y === height) {
+            y = 0;
+            x++;
+          }
         }
         area += run;
         const firstX = (position / height) | 0, lastX = ((end - 1) / height) | 0;
@@ -192,7 +199,8 @@
     return counts;
   }
 
-  // An object's mask as a canvas the size of its bbox: colour fill plus an opaque outline.
+  // An object's mask as a canvas the size of its bbox: colour fill plus an opaque outline
+  // OUTLINE_PX wide, inside the mask (nothing outside the mask is painted): white, then colour.
   function maskCanvas(decoded, [r, g, b]) {
     const { mask, width, height, bbox } = decoded;
     const [bx, by, bw, bh] = bbox;
@@ -203,18 +211,41 @@
     const context = canvas.getContext("2d");
     const pixels = context.createImageData(bw, bh);
     const data = pixels.data;
+    // depth of each mask pixel of the bbox: 1 on the mask's border, 2..OUTLINE_PX for the rings
+    // inside it (grown from the border only), 255 deeper
+    const depth = new Uint8Array(bw * bh);
+    let ring = [];
     for (let y = by; y < by + bh; y++) {
       for (let x = bx; x < bx + bw; x++) {
         const i = y * width + x;
         if (!mask[i]) continue;
         const edge = x === 0 || y === 0 || x === width - 1 || y === height - 1
           || !mask[i - 1] || !mask[i + 1] || !mask[i - width] || !mask[i + width];
-        const o = 4 * ((y - by) * bw + (x - bx));
-        data[o] = r;
-        data[o + 1] = g;
-        data[o + 2] = b;
-        data[o + 3] = edge ? 255 : FILL_ALPHA;
+        const j = (y - by) * bw + (x - bx);
+        depth[j] = edge ? 1 : 255;
+        if (edge) ring.push(j);
       }
+    }
+    for (let pass = 2; pass <= OUTLINE_PX; pass++) {
+      const next = [];
+      for (const j of ring) {
+        const x = j % bw;
+        for (const n of [x > 0 ? j - 1 : -1, x < bw - 1 ? j + 1 : -1, j - bw, j + bw]) {
+          if (n >= 0 && n < depth.length && depth[n] === 255) {
+            depth[n] = pass;
+            next.push(n);
+          }
+        }
+      }
+      ring = next;
+    }
+    // one 32-bit write per pixel (RGBA bytes, little-endian as every browser's ImageData)
+    const rgba = (red, green, blue, alpha) => ((alpha << 24) | (blue << 16) | (green << 8) | red) >>> 0;
+    const white = rgba(255, 255, 255, 255), line = rgba(r, g, b, 255), fill = rgba(r, g, b, FILL_ALPHA);
+    const out = new Uint32Array(data.buffer);
+    for (let j = 0; j < depth.length; j++) {
+      const d = depth[j];
+      if (d) out[j] = d === 1 ? white : d <= OUTLINE_PX ? line : fill;
     }
     context.putImageData(pixels, 0, 0);
     return canvas;
@@ -281,6 +312,29 @@
       ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
       ctx.restore();
     }
+    renderTags();
+  }
+
+  // Each mask's label, in the object's colour, at the top left of its box: HTML over the canvas
+  // (the canvas itself shows only the image, the masks and the prompts).
+  function renderTags() {
+    const tags = [];
+    const rect = els.canvas.getBoundingClientRect();
+    const perPixel = els.canvas.width ? rect.width / els.canvas.width : 1;
+    for (const obj of state.objects) {
+      if (!obj.mask || !obj.mask.area) continue;
+      const [bx, by] = obj.mask.bbox;
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = `#${obj.id} ${obj.label}`;
+      tag.style.background = `rgb(${obj.color.join(",")})`;
+      tag.style.left = `${els.canvas.offsetLeft + bx * perPixel}px`;
+      const top = els.canvas.offsetTop + by * perPixel;
+      tag.style.top = `${top}px`;
+      if (by * perPixel >= 22) tag.classList.add("above"); // room above the box: sit on its edge
+      tags.push(tag);
+    }
+    els.tags.replaceChildren(...tags);
   }
 
   function renderList() {
@@ -499,9 +553,11 @@
       const imageId = await imageIdFor(image);
       if (state.image !== image || !state.objects.includes(obj)) return;
       setStatus(`Segmenting object #${obj.id}…`, true);
+      const sentAt = performance.now();
       const data = await api(ROUTES.segment, segmentRequest(obj, imageId));
       if (state.image !== image || !state.objects.includes(obj)) return;
-      applyPrediction(obj, data, revision === obj.revision ? clickAt : null);
+      const timing = revision === obj.revision && clickAt !== null ? { clickAt, sentAt, answeredAt: performance.now() } : null;
+      applyPrediction(obj, data, timing);
       clearError();
       setStatus(`Object #${obj.id} “${obj.label}”: score ${obj.mask.score.toFixed(3)}.`);
     } catch (err) {
@@ -520,7 +576,9 @@
     }
   }
 
-  function applyPrediction(obj, data, clickAt) {
+  // `timing` ({clickAt, sentAt, answeredAt} of performance.now()) when the answer is for the latest
+  // prompt of a pointer action: then the mask drawn is measured.
+  function applyPrediction(obj, data, timing) {
     const predictions = Array.isArray(data.predictions) ? data.predictions : [];
     let best = null;
     for (const prediction of predictions) {
@@ -552,10 +610,15 @@
     render();
     state.masksDrawn++;
     document.documentElement.dataset.masksDrawn = String(state.masksDrawn);
-    if (clickAt !== null) {
+    if (timing !== null) {
+      const drawnAt = performance.now();
+      // sam:segment-request = building the request (the image re-sent), HTTP, reading the answer;
+      // sam:mask-decode-draw = RLE decoding, the mask's bitmap and repainting the canvas
+      performance.measure("sam:segment-request", { start: timing.sentAt, end: timing.answeredAt });
+      performance.measure("sam:mask-decode-draw", { start: timing.answeredAt, end: drawnAt });
       // the frame after this one shows the mask
       requestAnimationFrame(() => {
-        performance.measure("sam:click-to-mask", { start: clickAt, end: performance.now() });
+        performance.measure("sam:click-to-mask", { start: timing.clickAt, end: performance.now() });
       });
     }
   }
@@ -761,6 +824,7 @@
     if (!state.current) return;
     state.current.label = els.label.value.trim() || "object";
     renderList();
+    renderTags();
   });
 
   els.newObject.addEventListener("click", nextObject);
