@@ -25,10 +25,8 @@ the answer's `time` field the server's own work.
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import platform
-import shutil
 import statistics
 import tempfile
 import time
@@ -173,8 +171,6 @@ def main() -> int:
 
     results = {}
     ckpt = checkpoint_dir(args.checkpoint_dir) if "hiera_tiny" in args.models else workdir
-    if args.checkpoint_dir is None and ckpt != workdir:  # the random-weight checkpoint made for this run
-        atexit.register(shutil.rmtree, ckpt, True)
     with LocalServer(ckpt, **env) as server, sync_playwright() as playwright:
         browser = launch(playwright)
         try:

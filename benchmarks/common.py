@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -19,10 +21,12 @@ WORKFLOW = json.loads((REPO / "example_workflows" / "a_boxes_input.json").read_t
 
 
 def checkpoint_dir(path: Path = None) -> Path:
-    """`path` if given (a real checkpoint dir), else a temp dir with a random-weight hiera_tiny."""
+    """`path` if given (a real checkpoint dir), else a temp dir with a random-weight hiera_tiny,
+    removed when the benchmark's process exits."""
     if path is not None:
         return Path(path)
     directory = Path(tempfile.mkdtemp(prefix="sam_block_bench_ckpt_"))
+    atexit.register(shutil.rmtree, directory, True)
     from tests.support import build_random_checkpoint  # side-effect free
 
     build_random_checkpoint(directory / "sam2.1_hiera_tiny.pt")

@@ -25,12 +25,10 @@ The image is a generated scene with camera-like noise, sent as a JPEG (quality 9
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
 import json
 import os
 import platform
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -110,8 +108,6 @@ def main() -> int:
     ]
 
     ckpt = checkpoint_dir(args.checkpoint_dir)
-    if args.checkpoint_dir is None:  # the random-weight checkpoint made for this run
-        atexit.register(shutil.rmtree, ckpt, True)
     with LocalServer(ckpt, **env) as server, requests.Session() as session:
         base = server.url
         started = time.perf_counter()
