@@ -26,9 +26,11 @@ cycle = 64. The clock is ``cpu MHz`` of ``/proc/cpuinfo`` unless ``--clock-ghz``
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import os
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -84,11 +86,18 @@ def interleaved(sides: Dict[str, Callable[[int], float]], repeats: int) -> Dict[
     return seconds
 
 
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder removed when the script exits."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
 def random_checkpoint(version: str = "hiera_tiny") -> Path:
     from sam_block.runtime.variants import get_variant
     from tests.support import build_random_checkpoint
 
-    directory = Path(tempfile.mkdtemp(prefix="sam_block_bf16_"))
+    directory = scratch_dir("sam_block_bf16_")
     return build_random_checkpoint(directory / get_variant(version).filename, version=version)
 
 
@@ -318,7 +327,7 @@ def part_video(args) -> None:
     checkpoint = random_checkpoint()
     model = our_model("hiera_tiny", checkpoint)
     frames, boxes = make_clip(frames=args.frames, height=args.height, width=args.width, objects=args.objects, seed=1)
-    folder = Path(tempfile.mkdtemp(prefix="sam_block_bf16_clip_"))
+    folder = scratch_dir("sam_block_bf16_clip_")
     decoded = write_jpegs(frames, folder)
     sides = [side.strip() for side in args.sides.split(",") if side.strip()]
     per_frame, masks = {}, {}
