@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from sam_block.demo.scenes import Scene, make_scene
+from sam_block.runtime import sam2_calls
 
 HELD_OUT_SEED = 1_000_000  # evaluation scenes use seeds from here on; training seeds stay far below
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "weights" / "sam2.1_demo.pt"
@@ -51,7 +52,7 @@ STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 def encode_batch(model, images: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """Same path as ``Sam2Predictor.encode``, batched and with gradients."""
     backbone_out = model.forward_image(images)
-    _, vision_feats, _, feat_sizes = model._prepare_backbone_features(backbone_out)
+    vision_feats, _, feat_sizes = sam2_calls.prepare_backbone_features(model, backbone_out)
     vision_feats[-1] = vision_feats[-1] + model.no_mem_embed
     batch = images.shape[0]
     feats = [f.permute(1, 2, 0).reshape(batch, -1, h, w) for f, (h, w) in zip(vision_feats, feat_sizes)]

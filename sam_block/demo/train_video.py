@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from sam_block.demo.clips import Clip, make_clip
 from sam_block.demo.train import DEFAULT_OUT, load_demo, mask_losses, save_checkpoint
+from sam_block.runtime import sam2_calls
 
 HELD_OUT_CLIP_SEED = 2_000_000  # evaluation clips; training clips use seeds far below
 EVAL_FRAMES = 60
@@ -72,7 +73,7 @@ def _encode_frames(model, frames: np.ndarray):
     images = (images - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         backbone_out = model.forward_image(images.float())
-        _, feats, pos, sizes = model._prepare_backbone_features(backbone_out)
+        feats, pos, sizes = sam2_calls.prepare_backbone_features(model, backbone_out)
     return feats, pos, sizes
 
 
@@ -112,30 +113,50 @@ def track_loss(
         vision = [f[:, rows] for f in feats]
         vision_pos = [p[:, rows] for p in pos]
         prompt = t == 0
-        current, outputs, _, _ = model._track_step(
-            t,
-            prompt,
-            vision,
-            vision_pos,
-            sizes,
-            _box_inputs(np.concatenate(boxes)) if prompt else None,
-            None,
-            memory,
-            UNKNOWN_NUM_FRAMES,
-            False,
-            None,
+        step = sam2_calls.track_step(
+            model,
+            frame_idx=t,
+            is_init_cond_frame=prompt,
+            vision_feats=vision,
+            vision_pos=vision_pos,
+            feat_sizes=sizes,
+            point_inputs=_box_inputs(np.concatenate(boxes)) if prompt else None,
+            mask_inputs=None,
+            output_dict=memory,
+            num_frames=UNKNOWN_NUM_FRAMES,
+            track_in_reverse=False,
+            prev_sam_mask_logits=None,
         )
-        multimasks, _, _, low_res, high_res, obj_ptr, score = outputs
-        current.update(pred_masks=low_res, obj_ptr=obj_ptr, object_score_logits=score)
+        current, multimasks, low_res, score = (
+            step.current_out,
+            step.low_res_multimasks,
+            step.low_res_masks,
+            step.object_score_logits,
+        )
+        current.update(pred_masks=low_res, obj_ptr=step.obj_ptr, object_score_logits=score)
         if prompt:  # the tracker encodes a prompt frame's memory from the binarised, upsampled low-res mask
             high_res = F.interpolate(
                 low_res, size=(model.image_size, model.image_size), mode="bilinear", align_corners=False
             )
-            current["maskmem_features"], current["maskmem_pos_enc"] = model._encode_new_memory(
-                vision, sizes, high_res, score, is_mask_from_pts=True
+            current["maskmem_features"], current["maskmem_pos_enc"] = sam2_calls.encode_new_memory(
+                model,
+                vision_feats=vision,
+                feat_sizes=sizes,
+                pred_masks_high_res=high_res,
+                object_score_logits=score,
+                is_mask_from_pts=True,
             )
         else:
-            model._encode_memory_in_output(vision, sizes, None, True, high_res, score, current)
+            sam2_calls.encode_memory_in_output(
+                model,
+                vision_feats=vision,
+                feat_sizes=sizes,
+                point_inputs=None,
+                run_mem_encoder=True,
+                high_res_masks=step.high_res_masks,
+                object_score_logits=score,
+                current_out=current,
+            )
         memory["cond_frame_outputs" if prompt else "non_cond_frame_outputs"][t] = current
         seen = present[t]
         score_terms.append(F.binary_cross_entropy_with_logits(score.reshape(-1), seen))  # the prompt frame's too

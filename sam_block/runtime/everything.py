@@ -48,7 +48,7 @@ def segment_everything(
 ) -> EverythingResult:
     """All distinct objects SAM 2 finds from a point grid over the image."""
     height, width = embedding.original_size
-    # Meta's grid (checked bit-identical to our former point_grid for 1…128 points per side)
+    # Meta's grid: cell centres in [0, 1], scaled to pixels, the same points SAM2AutomaticMaskGenerator prompts
     points = build_point_grid(params.points_per_side) * np.array([width, height], dtype=np.float64)
     found: List[CroppedMasks] = []
     scores: List[np.ndarray] = []

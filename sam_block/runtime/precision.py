@@ -7,8 +7,9 @@ under ``torch.autocast(dtype=torch.bfloat16)`` — on CUDA and on CPU alike, thr
 same :func:`autocast` context, so the CPU test suite runs the code a GPU runs.
 ``auto`` (the default) picks bf16 on CUDA devices that support it and on CPUs that
 execute bf16 natively (AVX512_BF16 or AMX, see :func:`cpu_bf16_support`), fp32 on other
-CPUs, where bf16 is emulated: on the AVX2-only machine of this project bf16 runs 4-10x
-*slower* than fp32 (``benchmarks/RESULTS.md``). The agreement tests
+CPUs, where bf16 is emulated and runs several times *slower* than fp32 (an AVX2-only VM:
+4-10x). On a 2-core Zen 4 with AVX512_BF16 the hiera_tiny encoder runs 1.45-1.89x faster
+in bf16 (``benchmarks/bf16.py``, figures in ``benchmarks/RESULTS.md``). The agreement tests
 (``tests/test_precision.py``: bf16 against fp32 on the demo weights) are what allows bf16
 by default; emulated bf16 rounds like native bf16 (bf16 operands, float32 accumulation),
 so they hold the numerics of either.
@@ -172,3 +173,21 @@ def autocast(precision: Precision):
     if not precision.is_bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=precision.device_type, dtype=torch.bfloat16)
+
+
+def encoder_input(images: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """The ``(B, 3, S, S)`` batch as the image encoder gets it: channels-last for bf16 on CPU, else unchanged.
+
+    oneDNN's bf16 convolution (the encoder's patch embedding) reads NHWC without a
+    reorder; the features come out bit-identical and the hiera_tiny encoder was faster in
+    each of 3 interleaved pairs, 1.945 s against 2.035 s median
+    (``benchmarks/bf16.py encoder --variants``, ``benchmarks/RESULTS.md``).
+
+    Example:
+        >>> cpu_bf16 = Precision("bf16", "cpu", "example")
+        >>> encoder_input(torch.zeros(1, 3, 8, 8), cpu_bf16).is_contiguous(memory_format=torch.channels_last)
+        True
+    """
+    if precision.is_bf16 and precision.device_type == "cpu":
+        return images.contiguous(memory_format=torch.channels_last)
+    return images

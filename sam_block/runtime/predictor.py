@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from sam_block.runtime import sam2_calls
 from sam_block.runtime.cache import EMBEDDINGS, EmbeddingCache, image_digest
 from sam_block.runtime.masks import CroppedMasks, upsample_to_crops
-from sam_block.runtime.precision import autocast, resolve_precision
+from sam_block.runtime.precision import autocast, encoder_input, resolve_precision
 from sam_block.runtime.prompt_batch import PromptBatch
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Sam2Predictor:
 
     @torch.inference_mode()
     def _encode_batch(self, images_rgb: Sequence[np.ndarray]) -> List[ImageEmbedding]:
-        batch = torch.cat([self.preprocess(image) for image in images_rgb])
+        batch = encoder_input(torch.cat([self.preprocess(image) for image in images_rgb]), self.precision)
         with self._autocast():
             backbone_out = self.model.forward_image(batch)
             vision_feats, _, feat_sizes = sam2_calls.prepare_backbone_features(self.model, backbone_out)

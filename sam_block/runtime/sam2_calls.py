@@ -39,6 +39,7 @@ class TrackStep(NamedTuple):
     high_res_masks: torch.Tensor  # (B, 1, S, S) the same, upsampled to the model's input size
     obj_ptr: torch.Tensor  # (B, C) object pointer
     object_score_logits: torch.Tensor  # (B, 1): > 0 means the object is present
+    low_res_multimasks: torch.Tensor  # (B, K, h, w) logits of every proposal (K = 3 with multimask output, else 1)
 
 
 def _sam2_version() -> str:
@@ -128,8 +129,10 @@ def track_step(
         prev_sam_mask_logits=prev_sam_mask_logits,
     )
     current_out, sam_outputs, _, _ = _expect("_track_step", result, 4)
-    _, _, ious, low_res, high_res, obj_ptr, object_score_logits = _expect("_track_step (SAM outputs)", sam_outputs, 7)
-    return TrackStep(current_out, ious, low_res, high_res, obj_ptr, object_score_logits)
+    multimasks, _, ious, low_res, high_res, obj_ptr, object_score_logits = _expect(
+        "_track_step (SAM outputs)", sam_outputs, 7
+    )
+    return TrackStep(current_out, ious, low_res, high_res, obj_ptr, object_score_logits, multimasks)
 
 
 def encode_new_memory(

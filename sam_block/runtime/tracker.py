@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from sam_block.runtime import sam2_calls
 from sam_block.runtime.masks import CroppedMasks, upsample_to_crops
-from sam_block.runtime.precision import autocast, resolve_precision
+from sam_block.runtime.precision import autocast, encoder_input, resolve_precision
 from sam_block.runtime.predictor import BOX_CORNER_LABELS, IMAGENET_MEAN, IMAGENET_STD, STABILITY_OFFSET
 
 # Meta asks for the video's length; a stream has none. Any value ≥ max_obj_ptrs_in_encoder
@@ -126,7 +126,7 @@ class VideoTracker:
     def encode(self, frame_rgb: np.ndarray) -> FrameFeatures:
         """Run the image encoder once on a frame; every track of the frame uses the result."""
         with self._autocast():
-            backbone_out = self.model.forward_image(self.preprocess(frame_rgb))
+            backbone_out = self.model.forward_image(encoder_input(self.preprocess(frame_rgb), self.precision))
             vision_feats, vision_pos, feat_sizes = sam2_calls.prepare_backbone_features(self.model, backbone_out)
         return FrameFeatures(vision_feats, vision_pos, feat_sizes, tuple(frame_rgb.shape[:2]))
 
