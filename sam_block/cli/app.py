@@ -7,9 +7,8 @@ import logging
 import os
 import sys
 import traceback
-from collections import abc
 from pathlib import Path
-from typing import List, NoReturn, Optional, Tuple
+from typing import List, NoReturn, Optional
 
 from sam_block import __version__
 from sam_block.cli.commands import cmd_describe, cmd_download, cmd_run, cmd_segment
@@ -17,6 +16,7 @@ from sam_block.cli.demo import cmd_demo
 from sam_block.cli.errors import CliError, root_message
 from sam_block.cli.models import cmd_models
 from sam_block.cli.track import add_track_parser
+from sam_block.runtime.precision_names import PRECISION_CHOICES, PRECISION_ENV
 from sam_block.runtime.variants import versions_help
 
 DESCRIPTION = """`sam-block`: run SAM 2 workflows on images and videos from the shell, offline.
@@ -154,28 +154,11 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{name}: error: {message}; see `{self.prog} --help`\n")
 
 
-class PrecisionChoices(abc.Sequence):
-    """``runtime.precision.PRECISION_CHOICES``, read only when argparse needs them (a ``--precision``
-    value to check, a ``--help`` to print): that module imports torch, which ``sam-block --help`` or a
-    mistyped option should not wait for (~2-3 s)."""
-
-    def _choices(self) -> Tuple[str, ...]:
-        from sam_block.runtime.precision import PRECISION_CHOICES
-
-        return PRECISION_CHOICES
-
-    def __getitem__(self, index):
-        return self._choices()[index]
-
-    def __len__(self) -> int:
-        return len(self._choices())
-
-
 def add_precision_argument(command: argparse.ArgumentParser) -> None:
     """``--precision P``, on every command that runs SAM (and the server): see :func:`apply_precision`."""
     command.add_argument(
         "--precision",
-        choices=PrecisionChoices(),
+        choices=PRECISION_CHOICES,
         default=None,
         metavar="P",
         help="numeric precision SAM 2 runs in: %(choices)s (default: $SAM_BLOCK_PRECISION, else auto: bf16 on "
@@ -187,8 +170,6 @@ def apply_precision(args: argparse.Namespace) -> None:
     """``--precision P`` becomes ``SAM_BLOCK_PRECISION=P`` (over the value in the environment) before any
     model is built: everything this process builds, and the processes it starts (Ray's), reads it there."""
     if getattr(args, "precision", None) is not None:
-        from sam_block.runtime.precision import PRECISION_ENV
-
         os.environ[PRECISION_ENV] = args.precision
 
 

@@ -34,11 +34,10 @@ from typing import Optional, Tuple
 import torch
 
 from sam_block.errors import PrecisionError
+from sam_block.runtime.precision_names import PRECISION_CHOICES, PRECISION_ENV
 
 logger = logging.getLogger(__name__)
 
-PRECISION_ENV = "SAM_BLOCK_PRECISION"
-PRECISION_CHOICES = ("auto", "fp32", "bf16")
 #: CPU features that execute bf16 arithmetic natively (Linux ``/proc/cpuinfo`` flag names,
 #: the same keys as ``torch.cpu.get_capabilities()``): AVX-512 BF16 dot products, AMX tiles.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
