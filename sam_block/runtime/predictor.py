@@ -6,6 +6,7 @@ Coordinates are pixels of the original image; images are RGB uint8 ``(H, W, 3)``
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -191,6 +192,13 @@ class Sam2Predictor:
             scores.append(chunk_scores)
         return torch.cat(logits), torch.cat(scores)
 
+    @functools.cached_property
+    def _image_pe(self) -> torch.Tensor:
+        """The prompt encoder's dense positional encoding, as the decoder reads it: it depends on the
+        weights alone, so it is computed once per predictor (in its precision), not once per decode."""
+        with self._autocast():
+            return self.model.sam_prompt_encoder.get_dense_pe()
+
     def _decode(
         self, embedding: ImageEmbedding, prompts: PromptBatch, multimask_output: bool
     ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +223,7 @@ class Sam2Predictor:
                 dense = torch.where(valid.view(-1, 1, 1, 1), dense, no_mask_dense)
             low_res, iou, _, _ = self.model.sam_mask_decoder(
                 image_embeddings=embedding.image_embed,
-                image_pe=encoder.get_dense_pe(),
+                image_pe=self._image_pe,
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
                 multimask_output=multimask_output,
