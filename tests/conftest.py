@@ -70,3 +70,13 @@ def meta_on_scene(meta_predictor, scene):
 @pytest.fixture(scope="session")
 def scene() -> np.ndarray:
     return make_scene()
+
+
+@pytest.fixture(scope="session")
+def default_server(checkpoint_dir):
+    """One ``python -m sam_block.serve`` with no options on the session's checkpoint dir, shared by the
+    modules that need exactly that server (a start costs tens of seconds on the shared machine)."""
+    from tests.http_server import LocalServer
+
+    with LocalServer(checkpoint_dir) as running:
+        yield running

@@ -29,7 +29,7 @@ from sam_block.detections import masks_to_detections
 from sam_block.rle import apply_output_format, crop_to_rle, decode_rle, detections_rles, serialise_exact
 from sam_block.runtime.masks import CroppedMasks
 from tests.conftest import REPO, detections, load_example, make_scene, run_workflow
-from tests.http_server import LocalServer, image_input, polygon_mask, server_env
+from tests.http_server import image_input, polygon_mask, server_env
 
 REQUEST_TIMEOUT_S = 300
 BOXES = [[40, 50, 180, 200], [230, 50, 370, 190], [20, 20, 450, 280]]
@@ -242,7 +242,7 @@ def test_manifest_declares_both_kinds_and_the_field():
 
 
 @pytest.mark.slow
-def test_rle_over_http_equals_the_in_process_masks_bit_for_bit(checkpoint_dir, in_process):
+def test_rle_over_http_equals_the_in_process_masks_bit_for_bit(default_server, in_process):
     image = make_scene()
     boxes_json = {
         "image": {"width": image.shape[1], "height": image.shape[0]},
@@ -254,15 +254,14 @@ def test_rle_over_http_equals_the_in_process_masks_bit_for_bit(checkpoint_dir, i
     }  # fmt: skip
     workflow = format_workflow()
     served = {}
-    with LocalServer(checkpoint_dir) as server:
-        for fmt in ("rle", "polygons"):
-            payload = {
-                "specification": workflow,
-                "inputs": {"image": image_input(image), "boxes": boxes_json, "output_format": fmt},
-            }
-            response = requests.post(server.url + "/workflows/run", json=payload, timeout=REQUEST_TIMEOUT_S)
-            assert response.status_code == 200, response.text[:2000]
-            served[fmt] = response.json()["outputs"][0]["predictions"]["predictions"]
+    for fmt in ("rle", "polygons"):
+        payload = {
+            "specification": workflow,
+            "inputs": {"image": image_input(image), "boxes": boxes_json, "output_format": fmt},
+        }
+        response = requests.post(default_server.url + "/workflows/run", json=payload, timeout=REQUEST_TIMEOUT_S)
+        assert response.status_code == 200, response.text[:2000]
+        served[fmt] = response.json()["outputs"][0]["predictions"]["predictions"]
     expected = np.asarray(in_process["rle"]["predictions"].mask)
     assert any(has_hole(m) for m in expected) and all(parts(m) >= 2 for m in expected)
     decoded = np.stack([decode_rle(p["rle_mask"]) for p in served["rle"]])

@@ -1,7 +1,7 @@
 """Serve safely (issue 18): real servers (``python -m sam_block.serve``) on loopback, real requests.
 
 A server start costs tens of seconds on the shared machine, so the checks are grouped per server:
-``default`` (no options), ``switched`` (``--allow-custom-python --allow-origin --allow-host``) and
+``default`` (no options: the session's shared ``default_server``), ``switched`` (``--allow-custom-python --allow-origin --allow-host``) and
 ``operator`` (binds 0.0.0.0 with a generated token; the operator set inference's
 ``ALLOW_CUSTOM_PYTHON_EXECUTION_IN_WORKFLOWS=True`` and ``ALLOW_ORIGINS``). Requests go to
 127.0.0.1 only; other names are sent as ``Host`` headers.
@@ -31,7 +31,7 @@ from tests.http_server import (
     server_env,
 )  # fmt: skip
 
-pytestmark = pytest.mark.slow  # three server starts, ~45 s each on the shared 2-core machine
+pytestmark = pytest.mark.slow  # two server starts of its own (~45 s each on the shared 2-core machine)
 
 FOREIGN = "https://evil.example"
 TIMEOUT_S = 300
@@ -111,9 +111,9 @@ def sam_block_run(server, headers=None) -> requests.Response:
 
 
 @pytest.fixture(scope="module")
-def default(tmp_path_factory):
-    with LocalServer(tmp_path_factory.mktemp("ckpt")) as running:
-        yield running
+def default(default_server):
+    """The server with no options (shared by the session; these tests use only the bundled demo weights)."""
+    return default_server
 
 
 @pytest.fixture(scope="module")

@@ -168,15 +168,16 @@ def test_tracker_matches_meta_on_random_weights_with_an_object_added_mid_video(c
 @pytest.mark.slow
 def test_tracker_matches_meta_on_random_hiera_tiny_weights(tmp_path):
     """The real hiera_tiny architecture (1024-px input, 7 memory frames): two objects prompted on
-    frame 0, propagated over 4 frames, against Meta's predictor on the same random weights.
-    About a minute on an idle 2-core machine (memory attention over 64x64 tokens)."""
+    frame 0, propagated over frames 1 and 2 (frame 2 reads frame 1's memory as well as the prompt's),
+    against Meta's predictor on the same random weights. The demo-architecture parity tests above run
+    the same code paths over 20 frames; this one checks the 1024-px, 64x64-token configuration."""
     from sam_block.runtime.models import build_model
     from sam_block.runtime.sessions import BoxPrompt, TrackerSettings, VideoSession
     from sam_block.runtime.tracker import VideoTracker
     from sam_block.runtime.variants import get_variant
 
     checkpoint = build_random_checkpoint(tmp_path / "tiny.pt", seed=1)
-    frames, boxes = make_clip(frames=4, objects=2, seed=13)
+    frames, boxes = make_clip(frames=3, objects=2, seed=13)
     decoded = write_jpegs(frames, tmp_path)
     variant = get_variant("hiera_tiny")
     meta = meta_track(
@@ -473,18 +474,20 @@ def test_rle_output_serializes_each_tracked_mask_exactly_with_its_tracker_id():
 
 
 @pytest.mark.slow
-def test_state_per_track_is_bounded_over_hundreds_of_frames(present_demo):
-    """200 frames, 5 objects: each track holds at most what track_step reads, and the session's
-    tensor bytes stop growing once the memory window is full (the 1,000-frame RSS figure is in
-    benchmarks/RESULTS.md)."""
+def test_state_per_track_is_bounded_over_four_memory_windows(present_demo):
+    """64 frames, 3 objects: each track holds at most what track_step reads, and the session's
+    tensor bytes stop growing once the memory window is full (16 object pointers, 7 memory frames
+    on the demo model): flat over the last 44 frames, nearly three more windows (the 1,000-frame
+    RSS figure is in benchmarks/RESULTS.md)."""
     from sam_block.runtime.sessions import BoxPrompt, TrackerSettings, VideoSession
     from sam_block.runtime.tracker import VideoTracker
 
-    frames, truth = make_clip(frames=40, objects=5, seed=12, speed=4.0)
+    frames, truth = make_clip(frames=40, objects=3, seed=12, speed=4.0)
     model = _load(present_demo)
+    assert 4 * model.max_obj_ptrs_in_encoder == 64 and model.num_maskmem <= model.max_obj_ptrs_in_encoder
     session = VideoSession(VideoTracker(model), TrackerSettings(prompt_mode="first_frame", lost_after=1000))
     sizes = []
-    for f in range(200):
+    for f in range(64):
         k = f % 40 if (f // 40) % 2 == 0 else 39 - f % 40  # the clip back and forth
         prompts = [BoxPrompt(np.array(b, float), {}) for b in truth[k]]
         session.step(frames[k][..., ::-1], prompts, f)
@@ -493,7 +496,7 @@ def test_state_per_track_is_bounded_over_hundreds_of_frames(present_demo):
             assert len(track.memory.non_cond_frame_outputs) <= model.max_obj_ptrs_in_encoder - 1
             with_memory = [o for o in track.memory.non_cond_frame_outputs.values() if o["maskmem_features"] is not None]
             assert len(with_memory) <= model.num_maskmem - 1
-    assert len(session.tracks) == 5
+    assert len(session.tracks) == 3
     assert sizes[20] > sizes[5] > 0
     assert max(sizes[20:]) == min(sizes[20:])  # flat once the window is full
 

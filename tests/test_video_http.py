@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from tests.conftest import make_scene
-from tests.http_server import LocalServer, box_prediction, boxes_input, image_input
+from tests.http_server import box_prediction, boxes_input, image_input
 from tests.support import runtime_chosen_workflow
 
 TYPE = "sam_block/segment_anything_2_video@v1"
@@ -18,9 +18,8 @@ WORKFLOW = runtime_chosen_workflow({"type": TYPE, "name": "tracker", "prompt_mod
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint_dir):
-    with LocalServer(checkpoint_dir) as running:
-        yield running
+def server(default_server):
+    return default_server  # shared by the session: no options, the session's checkpoint dir
 
 
 @pytest.mark.slow
