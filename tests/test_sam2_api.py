@@ -24,7 +24,7 @@ import requests
 import torch
 
 from sam_block.rle import decode_rle
-from tests.http_server import LocalServer, polygon_mask
+from tests.http_server import polygon_mask
 from tests.support import make_scene, mask_iou, meta_sam2
 
 pytestmark = pytest.mark.slow  # one server start (~30-60 s on the shared machine) and hiera_tiny encodes
@@ -50,9 +50,9 @@ SCENE_B64 = png_b64(SCENE)
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint_dir):
-    with LocalServer(checkpoint_dir) as running:
-        yield running
+def server(default_server):
+    """The session's server with no options (tests/conftest.py): the routes run under the defaults."""
+    return default_server
 
 
 def post(server, path, payload, timeout=TIMEOUT_S) -> requests.Response:
