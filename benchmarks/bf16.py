@@ -35,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -296,23 +295,6 @@ def track_ours(model, frames_bgr, boxes, precision: str):
     return np.array(times), masks
 
 
-def track_meta(predictor, folder: Path, boxes):
-    """Meta's ``propagate_in_video``: seconds per yielded frame (frame 0 = preflight), masks."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        state = predictor.init_state(str(folder))
-        for k, box in enumerate(boxes[0]):
-            predictor.add_new_points_or_box(state, frame_idx=0, obj_id=k, box=np.asarray(box, dtype=np.float32))
-        times, masks, last = [], {}, time.perf_counter()
-        for frame, obj_ids, logits in predictor.propagate_in_video(state):
-            now = time.perf_counter()
-            times.append(now - last)
-            last = now
-            for row, obj in enumerate(obj_ids):
-                masks.setdefault(int(obj), {})[frame] = (logits[row, 0] > 0).cpu().numpy()
-    return np.array(times), masks
-
-
 def mean_iou(a: dict, b: dict) -> float:
     from tests.video_support import mask_iou
 
@@ -321,6 +303,8 @@ def mean_iou(a: dict, b: dict) -> float:
 
 
 def part_video(args) -> None:
+    from video_tracking import meta as meta_video  # Meta's propagate_in_video, timed per frame
+
     from sam_block.runtime.variants import get_variant
     from tests.video_support import build_meta_video_predictor, make_clip, write_jpegs
 
@@ -335,7 +319,7 @@ def part_video(args) -> None:
         print(f"  running {side} ...", flush=True)
         if side == "meta":
             predictor = build_meta_video_predictor(get_variant("hiera_tiny").config, checkpoint)
-            times, masks[side] = track_meta(predictor, folder, boxes)
+            times, _, masks[side], _ = meta_video(predictor, folder, boxes, args.frames)
             del predictor
         else:
             times, masks[side] = track_ours(model, decoded, boxes, side)
