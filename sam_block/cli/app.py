@@ -8,15 +8,15 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import List, NoReturn, Optional
+from typing import List, Optional
 
 from sam_block import __version__
+from sam_block.arguments import OneLineErrorParser, add_precision_argument, apply_precision
 from sam_block.cli.commands import cmd_describe, cmd_download, cmd_run, cmd_segment
 from sam_block.cli.demo import cmd_demo
 from sam_block.cli.errors import CliError, root_message
 from sam_block.cli.models import cmd_models
 from sam_block.cli.track import add_track_parser
-from sam_block.runtime.precision_names import PRECISION_CHOICES, PRECISION_ENV
 from sam_block.runtime.variants import versions_help
 
 DESCRIPTION = """`sam-block`: run SAM 2 workflows on images and videos from the shell, offline.
@@ -140,37 +140,6 @@ def resolve_model_flag(args: argparse.Namespace) -> None:
         file=sys.stderr,
     )
     args.model = old
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """Argument errors as one line, like every other error: what was wrong; where to look.
-
-    The line starts with `error_name` (default: the program, ``sam-block``)."""
-
-    error_name: Optional[str] = None
-
-    def error(self, message: str) -> NoReturn:
-        name = self.error_name or self.prog.split()[0]
-        self.exit(2, f"{name}: error: {message}; see `{self.prog} --help`\n")
-
-
-def add_precision_argument(command: argparse.ArgumentParser) -> None:
-    """``--precision P``, on every command that runs SAM (and the server): see :func:`apply_precision`."""
-    command.add_argument(
-        "--precision",
-        choices=PRECISION_CHOICES,
-        default=None,
-        metavar="P",
-        help="numeric precision SAM 2 runs in: %(choices)s (default: $SAM_BLOCK_PRECISION, else auto: bf16 on "
-        "CUDA and on CPUs with native bf16, else fp32)",
-    )
-
-
-def apply_precision(args: argparse.Namespace) -> None:
-    """``--precision P`` becomes ``SAM_BLOCK_PRECISION=P`` (over the value in the environment) before any
-    model is built: everything this process builds, and the processes it starts (Ray's), reads it there."""
-    if getattr(args, "precision", None) is not None:
-        os.environ[PRECISION_ENV] = args.precision
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,7 +290,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _quiet_dependencies() -> None:
     """Keep the terminal for our messages: inference's import-time warnings and the
     engine's tracebacks are noise to a CLI user (``--verbose`` shows them)."""
-    import os
     import warnings
 
     warnings.filterwarnings("ignore")

@@ -53,6 +53,7 @@ from sam_block.cli.inputs import (
     require_inputs,
 )
 from sam_block.cli.run import FAILED_FILE, RunSummary, atomic_write, is_setup_error, run_frames, write_failed
+from sam_block.runtime.precision_names import PRECISION_ENV
 
 STATE_DIR = ".sam-block-ray"  # one record per finished image
 LOCAL = "local"  # `--ray` without an address: a Ray on this machine
@@ -175,8 +176,6 @@ class Segmenter:
     ) -> None:
         import torch
 
-        from sam_block.runtime.precision import PRECISION_ENV
-
         if precision:  # the driver's SAM_BLOCK_PRECISION (`--precision`), also on nodes started without it
             os.environ[PRECISION_ENV] = precision
         torch.set_num_threads(max(1, threads))
@@ -294,8 +293,6 @@ def _compute(
 ) -> None:
     import ray
     from tqdm.auto import tqdm
-
-    from sam_block.runtime.precision import PRECISION_ENV
 
     started = _connect(ray, options.address)
     batch_size, gpus_per_worker, on_image = options.batch_size, options.gpus_per_worker, options.on_image

@@ -55,6 +55,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
+from sam_block.arguments import OneLineErrorParser, add_precision_argument, apply_precision
 from sam_block.plugin import enable_plugin
 from sam_block.server.security import (
     ANY,
@@ -312,8 +313,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument(
         "--working-dir", type=Path, default=None, help="directory to run in (default: a new temporary one)"
     )
-    from sam_block.cli.app import add_precision_argument  # the flag every command that runs SAM has
-
     add_precision_argument(parser)
     security = parser.add_argument_group("security (see the README's Security section)")
     security.add_argument(
@@ -357,8 +356,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def _parser() -> argparse.ArgumentParser:
-    from sam_block.cli.app import OneLineErrorParser  # here: the CLI's `serve` imports this module
-
     parser = OneLineErrorParser(
         prog=f"python -m {MODULE}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -391,8 +388,6 @@ def serve(args: argparse.Namespace, name: str = MODULE) -> int:
     except ImportError:
         print(f'{name}: inference\'s HTTP server needs uvicorn: pip install "sam_block[serve]"', file=sys.stderr)
         return 2
-    from sam_block.cli.app import apply_precision
-
     apply_precision(args)  # before any model is built
     try:
         security = resolve_security(
