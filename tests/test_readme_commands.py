@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 
 from sam_block.cli import main
+from tests.http_server import box_prediction
 from tests.support import EXAMPLES, REPO
 
 README = REPO / "README.md"
@@ -153,12 +154,11 @@ def _clip(path: Path) -> None:
 def _per_frame_boxes(path: Path) -> None:
     with path.open("w") as lines:
         for frame in range(CLIP_FRAMES):
+            shift = CLIP_STEP * frame
             predictions = [
-                {"x": (b["x1"] + b["x2"]) / 2 + CLIP_STEP * frame, "y": (b["y1"] + b["y2"]) / 2,
-                 "width": b["x2"] - b["x1"], "height": b["y2"] - b["y1"], "class": b["class_name"],
-                 "class_id": k, "confidence": 0.9, "detection_id": f"f{frame}-{k}"}
+                box_prediction(b["x1"] + shift, b["y1"], b["x2"] + shift, b["y2"], b["class_name"], k, f"f{frame}-{k}")
                 for k, b in enumerate(SCENE_BOXES)
-            ]  # fmt: skip
+            ]
             lines.write(json.dumps({"frame": frame, "predictions": predictions}) + "\n")
 
 
